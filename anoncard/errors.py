@@ -1,0 +1,78 @@
+"""One exception hierarchy for the whole library.
+
+Every error anoncard raises derives from :class:`AnonCardError`. Each carries a
+stable machine-readable ``code`` (used by the CLI's ``--json`` error object) and
+an ``exit_code`` for the command line. Messages name the field and the rule that
+was broken; they never contain a card secret, a card code or key material.
+"""
+
+from __future__ import annotations
+
+
+class AnonCardError(Exception):
+    """Base class of every anoncard error.
+
+    Attributes:
+        code: stable identifier for machines, e.g. ``"policy_violation"``.
+        field: the request field the error is about, or ``None``.
+        exit_code: the process exit status the CLI uses for it.
+    """
+
+    code = "anoncard_error"
+    exit_code = 1
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class PolicyViolation(AnonCardError):
+    """A request was refused by the data-minimisation gate (unknown field, bad value)."""
+
+    code = "policy_violation"
+    exit_code = 3
+
+
+class CardError(AnonCardError):
+    """A card code is malformed, fails its check character, or is not known."""
+
+    code = "card_error"
+    exit_code = 4
+
+
+class UnknownCard(CardError):
+    """A well-formed card code that matches no card under any live key."""
+
+    code = "unknown_card"
+
+
+class LedgerError(AnonCardError):
+    """A points operation was refused (idempotency conflict, insufficient points, bad refund)."""
+
+    code = "ledger_error"
+    exit_code = 5
+
+
+class KeyRingError(AnonCardError):
+    """The key ring file is missing, unreadable, too open, or an operation on it is not allowed."""
+
+    code = "keyring_error"
+    exit_code = 6
+
+
+class ProgrammeError(AnonCardError):
+    """The programme file (earn rate, gifts, rewards) is invalid."""
+
+    code = "programme_error"
+    exit_code = 7
+
+
+class StoreError(AnonCardError):
+    """The database is missing, of an unknown schema version, or could not be written."""
+
+    code = "store_error"
+    exit_code = 8

@@ -1,0 +1,223 @@
+"""The key ring: versioned secret keys kept outside the database.
+
+Design overview. Each key *version* holds 32 random bytes of master material and a
+state, in the spirit of Tink's key sets:
+
+* ``primary``     - the one version new tokens are made under;
+* ``verify-only`` - an older version whose tokens are still recognised; a card seen
+  under it is re-linked to the primary version by the service;
+* ``retired``     - the material is destroyed; tokens under it can never again be
+  linked to a card, and the store purges what they held.
+
+No master key is used directly: every purpose gets its own sub-key, derived with
+HKDF-Expand (RFC 5869, SHA-256) under the label ``anoncard/<purpose>``, and every
+MAC input starts with that label as well. So a card token can never collide with a
+MAC made for another job.
+
+Beside the versions the ring holds one *reference key* that never rotates: it turns
+till document numbers (which name store and till) into opaque references, so the
+database keeps no store-level movement profile while retries still match.
+
+The file is JSON, written atomically (temporary file, fsync, rename, fsync of the
+directory) with mode 0600, and refused when group or others may read it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cards import CardSecret
+from .errors import KeyRingError
+
+FORMAT = "anoncard-keyring/1"
+PRIMARY, VERIFY_ONLY, RETIRED = "primary", "verify-only", "retired"
+STATES = (PRIMARY, VERIFY_ONLY, RETIRED)
+CARD_TOKEN = "card-token"
+TXN_REF = "txn-ref"
+
+
+def derive(master: bytes, purpose: str) -> bytes:
+    """HKDF-Expand(PRK=master, info="anoncard/<purpose>", L=32): one sub-key per purpose."""
+    info = f"anoncard/{purpose}".encode()
+    return hmac.new(master, info + b"\x01", hashlib.sha256).digest()
+
+
+@dataclass(slots=True)
+class KeyVersion:
+    """One version of the ring. ``material`` is ``None`` once retired."""
+
+    version: int
+    state: str
+    created: str
+    material: bytes | None = field(default=None, repr=False)
+    _token_mac: object = field(default=None, repr=False, compare=False)
+
+    def token(self, secret: CardSecret) -> bytes:
+        """HMAC-SHA256 of the card secret under this version's card-token sub-key."""
+        if self.material is None:
+            raise KeyRingError(f"key version {self.version} is retired; its material is destroyed")
+        if self._token_mac is None:
+            key = derive(self.material, CARD_TOKEN)
+            self._token_mac = hmac.new(key, f"anoncard/{CARD_TOKEN}\x00".encode(), hashlib.sha256)
+        mac = self._token_mac.copy()
+        mac.update(secret.to_bytes())
+        return mac.digest()
+
+
+class KeyRing:
+    """Versioned keys with states; see the module docstring for the model."""
+
+    def __init__(self, versions: list[KeyVersion], reference_key: bytes) -> None:
+        if len(reference_key) != 32:
+            raise KeyRingError("key ring: the reference key must be 32 bytes")
+        self.versions = sorted(versions, key=lambda v: v.version)
+        primaries = [v for v in self.versions if v.state == PRIMARY]
+        if len(primaries) != 1:
+            raise KeyRingError(f"key ring: exactly one primary key is required, found {len(primaries)}")
+        for v in self.versions:
+            if v.state not in STATES:
+                raise KeyRingError(f"key ring: version {v.version} has unknown state {v.state!r}")
+            if (v.material is None) != (v.state == RETIRED):
+                raise KeyRingError(f"key ring: version {v.version} is {v.state} but its material does not match")
+            if v.material is not None and len(v.material) != 32:
+                raise KeyRingError(f"key ring: version {v.version} material must be 32 bytes")
+        self._ref_mac = hmac.new(derive(reference_key, TXN_REF), f"anoncard/{TXN_REF}\x00".encode(), hashlib.sha256)
+        self._reference_key = reference_key
+
+    def __repr__(self) -> str:
+        return f"KeyRing(versions={[(v.version, v.state) for v in self.versions]})"
+
+    @classmethod
+    def create(cls, created: str) -> KeyRing:
+        """A new ring with one primary version (1) and a fresh reference key."""
+        return cls([KeyVersion(1, PRIMARY, created, secrets.token_bytes(32))], secrets.token_bytes(32))
+
+    @property
+    def primary(self) -> KeyVersion:
+        return next(v for v in self.versions if v.state == PRIMARY)
+
+    def live(self) -> list[KeyVersion]:
+        """Primary first, then verify-only versions newest first."""
+        others = [v for v in reversed(self.versions) if v.state == VERIFY_ONLY]
+        return [self.primary, *others]
+
+    def tokens(self, secret: CardSecret) -> list[tuple[int, bytes]]:
+        """The card's token under every live version, primary first."""
+        return [(v.version, v.token(secret)) for v in self.live()]
+
+    def reference(self, kind: str, document: str) -> bytes:
+        """Opaque, stable reference for a till document number of the given kind."""
+        mac = self._ref_mac.copy()
+        mac.update(kind.encode() + b"\x00" + document.encode())
+        return mac.digest()[:16]
+
+    def rotate(self, created: str) -> KeyVersion:
+        """Add a new primary; the old primary becomes verify-only. Returns the new version."""
+        old = self.primary
+        old.state = VERIFY_ONLY
+        new = KeyVersion(self.versions[-1].version + 1, PRIMARY, created, secrets.token_bytes(32))
+        self.versions.append(new)
+        return new
+
+    def oldest_verify_only(self) -> KeyVersion:
+        """The version :meth:`retire` would destroy.
+
+        Raises:
+            KeyRingError: there is no verify-only version (rotate first).
+        """
+        for v in self.versions:
+            if v.state == VERIFY_ONLY:
+                return v
+        raise KeyRingError("key ring: no verify-only key to retire (rotate first)")
+
+    def retire(self, version: int) -> None:
+        """Destroy the material of a verify-only version."""
+        v = next((v for v in self.versions if v.version == version), None)
+        if v is None or v.state != VERIFY_ONLY:
+            raise KeyRingError(f"key ring: version {version} is not verify-only")
+        v.state, v.material, v._token_mac = RETIRED, None, None
+
+    # -- file ------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        def b64(b: bytes | None) -> str | None:
+            return None if b is None else base64.b64encode(b).decode()
+
+        doc = {
+            "format": FORMAT,
+            "reference_key": b64(self._reference_key),
+            "keys": [
+                {"version": v.version, "state": v.state, "created": v.created, "material": b64(v.material)}
+                for v in self.versions
+            ],
+        }
+        return json.dumps(doc, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> KeyRing:
+        try:
+            doc = json.loads(text)
+            if doc.get("format") != FORMAT:
+                raise KeyRingError(f"key ring: unknown format {doc.get('format')!r}")
+            versions = [
+                KeyVersion(
+                    int(k["version"]),
+                    str(k["state"]),
+                    str(k["created"]),
+                    None if k["material"] is None else base64.b64decode(k["material"], validate=True),
+                )
+                for k in doc["keys"]
+            ]
+            ref = base64.b64decode(doc["reference_key"], validate=True)
+        except KeyRingError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise KeyRingError("key ring: file is not a valid key ring") from None
+        return cls(versions, ref)
+
+    def save(self, path: Path) -> None:
+        """Write atomically with mode 0600: temp file, fsync, rename, fsync directory."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(self.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    @classmethod
+    def load(cls, path: Path) -> KeyRing:
+        """Read a ring file.
+
+        Raises:
+            KeyRingError: missing, group/world accessible, or malformed.
+        """
+        path = Path(path)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise KeyRingError(f"key ring: {path} not found (run 'anoncard init')") from None
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyRingError(
+                f"key ring: {path} has mode {stat.S_IMODE(st.st_mode):04o}; group and others must have "
+                f"no access (run: chmod 600 {path})"
+            )
+        return cls.from_json(path.read_text(encoding="utf-8"))

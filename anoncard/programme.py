@@ -1,0 +1,168 @@
+"""The loyalty programme: earn rate, category multipliers, threshold gifts, rewards.
+
+Design overview. A basket earns ``floor(sum(amount * multiplier) * points_per_euro)``
+points, computed exactly with fractions (money in cents, never floats). At most one
+threshold gift is handed over per basket: the largest whose threshold the basket
+meets (Kaiser's model: a chocolate bar from 30 EUR, a jar of spread from 200 EUR).
+Rewards cost points. ``point_value`` is the nominal value of one point and is used
+only to report the effective reward rate.
+
+The programme lives in ``programme.toml`` in the home; :data:`DEFAULT_TOML` is what
+``anoncard init`` writes.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from .errors import ProgrammeError, PolicyViolation
+from .money import parse_cents
+
+DEFAULT_TOML = """\
+# anoncard programme: what a basket earns and what points buy.
+# Amounts are decimal strings in EUR; points are whole numbers.
+
+[earn]
+points_per_euro = "1"      # base earn rate
+point_value = "0.01"       # nominal value of one point, for reporting the reward rate
+
+[earn.category_multipliers]  # optional: category = multiplier (decimal string)
+fruit = "2"
+vegetables = "2"
+
+[[gifts]]                  # handed over at the till; the largest gift met wins
+name = "chocolate bar"
+min_spend = "30.00"
+value = "0.99"
+
+[[gifts]]
+name = "jar of hazelnut spread"
+min_spend = "200.00"
+value = "3.49"
+
+[[rewards]]                # spent with 'anoncard redeem'
+name = "coffee"
+points = 150
+value = "1.80"
+
+[[rewards]]
+name = "voucher-5"
+points = 450
+value = "5.00"
+
+[[rewards]]
+name = "tote-bag"
+points = 800
+value = "9.00"
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Gift:
+    name: str
+    min_spend_cents: int
+    value_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reward:
+    name: str
+    points: int
+    value_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class Programme:
+    """A loaded programme. Build one with :meth:`from_toml` or :meth:`load`."""
+
+    points_per_euro: Fraction
+    point_value_cents: Fraction
+    multipliers: dict[str, Fraction]
+    gifts: tuple[Gift, ...]
+    rewards: dict[str, Reward]
+
+    def weight(self, category: str, cents: int) -> Fraction:
+        """Points-weighted value of one line, in cents."""
+        return cents * self.multipliers.get(category, Fraction(1))
+
+    def points_for(self, lines: list[tuple[str, int]] | tuple[tuple[str, int], ...]) -> int:
+        """Points a basket of ``(category, cents)`` lines earns."""
+        total = sum((self.weight(c, a) for c, a in lines), Fraction(0))
+        return int(total * self.points_per_euro / 100)
+
+    def gift_for(self, spend_cents: int) -> Gift | None:
+        """The largest gift whose threshold ``spend_cents`` meets, if any."""
+        met = [g for g in self.gifts if spend_cents >= g.min_spend_cents]
+        return max(met, key=lambda g: g.min_spend_cents) if met else None
+
+    def reward(self, name: str) -> Reward:
+        """Raises PolicyViolation naming field ``reward`` when the catalogue has no such reward."""
+        try:
+            return self.rewards[name]
+        except KeyError:
+            known = ", ".join(sorted(self.rewards)) or "none"
+            raise PolicyViolation(f"field 'reward': unknown reward (catalogue: {known})", field="reward") from None
+
+    @classmethod
+    def from_toml(cls, text: str) -> Programme:
+        """Parse and validate a programme.
+
+        Raises:
+            ProgrammeError: invalid TOML, or a value breaking its rule (named).
+        """
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ProgrammeError(f"programme: not valid TOML ({exc})") from None
+        try:
+            earn = doc.get("earn", {})
+            rate = _fraction(earn.get("points_per_euro", "1"), "earn.points_per_euro")
+            point_value = _fraction(earn.get("point_value", "0.01"), "earn.point_value") * 100
+            mult = {
+                str(k).lower(): _fraction(v, f"earn.category_multipliers.{k}")
+                for k, v in earn.get("category_multipliers", {}).items()
+            }
+            gifts = tuple(
+                Gift(str(g["name"]), _cents(g["min_spend"], "gifts.min_spend"), _cents(g["value"], "gifts.value"))
+                for g in doc.get("gifts", [])
+            )
+            rewards = {}
+            for r in doc.get("rewards", []):
+                pts = r["points"]
+                if not isinstance(pts, int) or isinstance(pts, bool) or pts <= 0:
+                    raise ProgrammeError(f"programme: rewards.points of {r.get('name')!r} must be a positive integer")
+                rewards[str(r["name"])] = Reward(str(r["name"]), pts, _cents(r["value"], "rewards.value"))
+        except KeyError as exc:
+            raise ProgrammeError(f"programme: missing key {exc.args[0]!r}") from None
+        if len({g.min_spend_cents for g in gifts}) != len(gifts):
+            raise ProgrammeError("programme: two gifts share a threshold")
+        return cls(rate, point_value, mult, gifts, rewards)
+
+    @classmethod
+    def load(cls, path: Path) -> Programme:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ProgrammeError(f"programme: {path} not found (run 'anoncard init')") from None
+        return cls.from_toml(text)
+
+    @classmethod
+    def default(cls) -> Programme:
+        return cls.from_toml(DEFAULT_TOML)
+
+
+def _cents(value: object, name: str) -> int:
+    try:
+        return parse_cents(value, name, allow_zero=True)
+    except PolicyViolation as exc:
+        raise ProgrammeError(f"programme: {exc.message}") from None
+
+
+def _fraction(value: object, name: str) -> Fraction:
+    cents = _cents(value, name)
+    if cents <= 0:
+        raise ProgrammeError(f"programme: field '{name}': must be greater than 0")
+    return Fraction(cents, 100)

@@ -1,0 +1,464 @@
+"""The façade terminals, readers and operators call.
+
+Every public method takes the raw request mapping, passes it through the gate
+(:func:`anoncard.policy.validate`) and only then touches the key ring and the store.
+Time is injected: each call takes ``at=`` (a date or datetime, coarsened to the day)
+and otherwise asks the service's clock, so replays and tests are deterministic.
+
+Points rules (see docs/threat_model.md for the why):
+
+* a checkout is idempotent by its till document number: the same number with the
+  same content returns the original receipt and credits nothing; with different
+  content it is refused;
+* a refund reverses points in proportion to the points-weighted value returned,
+  cumulatively, so refunding a whole basket in parts reverses exactly what it
+  earned; a refund is never refused for lack of points - the balance may go
+  negative, which blocks redemptions until it is earned back. So buy -> redeem ->
+  refund never leaves a card ahead;
+* a redemption costing more than the balance is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from fractions import Fraction
+from pathlib import Path
+
+from . import policy
+from .cards import CardSecret, generate
+from .errors import AnonCardError, KeyRingError, LedgerError, UnknownCard
+from .keyring import PRIMARY, RETIRED, VERIFY_ONLY, KeyRing
+from .money import format_cents
+from .programme import DEFAULT_TOML, Programme
+from .store import Card, Document, Store
+
+DB_NAME, KEYRING_NAME, PROGRAMME_NAME = "anoncard.db", "keyring.json", "programme.toml"
+_STATE_ORDER = {PRIMARY: 0, VERIFY_ONLY: 1, RETIRED: 2}
+
+When = date | datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the till prints. ``points`` is this document's change to the balance."""
+
+    kind: str
+    txn: str
+    points: int
+    balance: int
+    spend: str = "0.00"
+    gift: str | None = None
+    reward: str | None = None
+    refund_id: str | None = None
+    gift_to_return: str | None = None
+    replayed: bool = False
+    relinked: bool = False
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    points: int
+    visits: int
+    recent: list[dict] = field(default_factory=list)
+    relinked: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    version: int
+    cards_purged: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def init_home(home: Path, *, today: date | None = None) -> list[str]:
+    """Create a home with a key ring, a programme and an empty database.
+
+    Never overwrites an existing file. Returns the names of the files created.
+    """
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    created = []
+    ring_path = home / KEYRING_NAME
+    if not ring_path.exists():
+        KeyRing.create((today or date.today()).isoformat()).save(ring_path)
+        created.append(KEYRING_NAME)
+    prog_path = home / PROGRAMME_NAME
+    if not prog_path.exists():
+        prog_path.write_text(DEFAULT_TOML, encoding="utf-8")
+        created.append(PROGRAMME_NAME)
+    db_path = home / DB_NAME
+    if not db_path.exists():
+        created.append(DB_NAME)
+    Service.open(home).close()
+    return created
+
+
+class Service:
+    """anoncard's operations over one home (database, key ring, programme)."""
+
+    def __init__(
+        self,
+        store: Store,
+        ring: KeyRing,
+        programme: Programme,
+        *,
+        ring_path: Path | None = None,
+        clock: Callable[[], datetime] = datetime.now,
+    ) -> None:
+        self.store, self.ring, self.programme = store, ring, programme
+        self.ring_path = ring_path
+        self.clock = clock
+        self._reconcile_keys()
+
+    @classmethod
+    def open(cls, home: Path, *, clock: Callable[[], datetime] = datetime.now, synchronous: str = "FULL") -> Service:
+        """Open an initialised home.
+
+        Raises:
+            KeyRingError, ProgrammeError, StoreError: a file is missing or invalid.
+        """
+        home = Path(home)
+        ring_path = home / KEYRING_NAME
+        ring = KeyRing.load(ring_path)
+        programme = Programme.load(home / PROGRAMME_NAME)
+        store = Store(home / DB_NAME, synchronous=synchronous)
+        return cls(store, ring, programme, ring_path=ring_path, clock=clock)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _day(self, at: When) -> str:
+        when = self.clock() if at is None else at
+        if isinstance(when, datetime):
+            return when.date().isoformat()
+        if isinstance(when, date):
+            return when.isoformat()
+        raise TypeError("at must be a date or datetime")
+
+    def _resolve(self, secret: CardSecret) -> tuple[Card, bool]:
+        """Find the card (inside a transaction); re-link it to the primary key if needed."""
+        tokens = self.ring.tokens(secret)
+        card = self.store.find_card(tokens)
+        if card is None:
+            raise UnknownCard("field 'card': unknown card (not issued here, or its key was retired)", field="card")
+        primary_version, primary_token = tokens[0]
+        if card.key_version != primary_version:
+            self.store.relink(card.id, primary_token, primary_version)
+            return Card(card.id, primary_version), True
+        return card, False
+
+    def _reconcile_keys(self) -> None:
+        """Bring the database's key states and the ring into agreement after any crash.
+
+        A state only moves forward (primary -> verify-only -> retired), so the more
+        advanced of the two records wins; a retirement the database finished but the
+        ring file did not is completed by destroying the material.
+        """
+        stored = self.store.key_states()
+        finish = [v.version for v in self.ring.versions if stored.get(v.version) == RETIRED and v.state == VERIFY_ONLY]
+        for version in finish:
+            self.ring.retire(version)
+        if finish and self.ring_path is not None:
+            self.ring.save(self.ring_path)
+        wanted = {v.version: v.state for v in self.ring.versions}
+        stale = {
+            ver: st
+            for ver, st in wanted.items()
+            if ver not in stored or _STATE_ORDER[st] > _STATE_ORDER.get(stored[ver], -1)
+        }
+        if stale:
+            with self.store.transaction():
+                for ver, st in stale.items():
+                    self.store.set_key_state(ver, st)
+
+    @staticmethod
+    def _content(kind: str, card_id: int, *parts: object) -> bytes:
+        return hashlib.sha256(json.dumps([kind, card_id, *parts], separators=(",", ":")).encode()).digest()
+
+    @staticmethod
+    def _receipt(kind: str, txn: str, doc: Document, *, replayed: bool, relinked: bool = False, **extra) -> Receipt:
+        return Receipt(
+            kind=kind,
+            txn=txn,
+            points=doc.points,
+            balance=doc.balance_after,
+            spend=format_cents(doc.spend_cents),
+            replayed=replayed,
+            relinked=relinked,
+            **extra,
+        )
+
+    # -- cards -----------------------------------------------------------------------
+
+    def issue_cards(self, request: Mapping) -> list[CardSecret]:
+        """Create ``count`` new cards; only their tokens are stored.
+
+        Raises:
+            PolicyViolation: count missing or out of range.
+        """
+        rec = policy.validate("issue", request)
+        secrets_ = [generate() for _ in range(rec.count)]
+        primary = self.ring.primary
+        with self.store.transaction():
+            self.store.add_cards([primary.token(s) for s in secrets_], primary.version)
+        return secrets_
+
+    # -- checkout / refund / redeem ---------------------------------------------
+
+    def checkout(self, request: Mapping, *, at: When = None) -> Receipt:
+        """Credit a basket to a card; returns the receipt.
+
+        Raises:
+            PolicyViolation, CardError: the gate refused the request.
+            UnknownCard: no card matches under any live key.
+            LedgerError: the document number was used with other content.
+        """
+        rec = policy.validate("checkout", request)
+        day = self._day(at)
+        lines = sorted((ln.category, ln.cents) for ln in rec.lines)
+        spend = sum(c for _, c in lines)
+        points = self.programme.points_for(lines)
+        gift = self.programme.gift_for(spend)
+        per_category: dict[str, int] = {}
+        for cat, cents in lines:
+            per_category[cat] = per_category.get(cat, 0) + cents
+        ref = self.ring.reference("checkout", rec.txn)
+        with self.store.transaction():
+            card, relinked = self._resolve(rec.card)
+            content = self._content("checkout", card.id, lines)
+            doc = self.store.find_document(ref)
+            if doc is not None:
+                self._same_content(doc, content, "txn")
+                return self._receipt("checkout", rec.txn, doc, replayed=True, relinked=relinked, gift=doc.item)
+            balance = self.store.balance(card.id) + points
+            self.store.add_document(
+                ref=ref,
+                kind="checkout",
+                card_id=card.id,
+                day=day,
+                content=content,
+                lines=json.dumps(lines, separators=(",", ":")),
+                spend_cents=spend,
+                points=points,
+                balance_after=balance,
+                item=gift.name if gift else None,
+            )
+            self.store.add_history(card.id, day, per_category, basket=True)
+        return Receipt(
+            "checkout", rec.txn, points, balance, format_cents(spend), gift=gift.name if gift else None, relinked=relinked
+        )
+
+    @staticmethod
+    def _same_content(doc: Document, content: bytes, name: str) -> None:
+        if doc.content != content:
+            raise LedgerError(
+                f"field '{name}': this document number was already used with different content", field=name
+            )
+
+    def refund(self, request: Mapping, *, at: When = None) -> Receipt:
+        """Return all or some lines of a checkout and reverse their points.
+
+        Raises:
+            PolicyViolation: the gate refused the request.
+            LedgerError: unknown checkout, nothing left to refund, a line beyond what
+                remains of the original, or a refund id reused with other content.
+        """
+        rec = policy.validate("refund", request)
+        self._day(at)  # refunds change the original day's history; validate `at` all the same
+        refund_id = rec.refund_id or f"{rec.txn}#full"
+        ref = self.ring.reference("refund", refund_id)
+        with self.store.transaction():
+            orig = self.store.find_document(self.ring.reference("checkout", rec.txn))
+            if orig is None:
+                raise LedgerError("field 'txn': no checkout with this transaction id", field="txn")
+            orig_lines = [(c, a) for c, a in json.loads(orig.lines)]
+            prior = self.store.children(orig.id)
+            remaining: dict[str, int] = {}
+            for cat, cents in orig_lines:
+                remaining[cat] = remaining.get(cat, 0) + cents
+            for doc in prior:
+                for cat, cents in json.loads(doc.lines):
+                    remaining[cat] -= cents
+            if rec.lines is None:
+                returned = sorted((c, a) for c, a in remaining.items() if a > 0)
+            else:
+                returned = sorted((ln.category, ln.cents) for ln in rec.lines)
+            content = self._content("refund", orig.card_id, rec.txn, returned if rec.lines is not None else "all")
+            doc = self.store.find_document(ref)
+            if doc is not None:
+                self._same_content(doc, content, "refund_id" if rec.refund_id else "txn")
+                return self._receipt("refund", rec.txn, doc, replayed=True, refund_id=rec.refund_id)
+            if not returned:
+                raise LedgerError("field 'txn': this checkout is already fully refunded", field="txn")
+            per_category: dict[str, int] = {}
+            for cat, cents in returned:
+                per_category[cat] = per_category.get(cat, 0) + cents
+            for cat, cents in per_category.items():
+                left = remaining.get(cat, 0)
+                if cents > left:
+                    raise LedgerError(
+                        f"field 'lines': refund of {format_cents(cents)} in {cat!r} exceeds what remains of the "
+                        f"original ({format_cents(max(left, 0))})",
+                        field="lines",
+                    )
+                remaining[cat] = left - cents
+            reversal = self._reversal(orig, orig_lines, remaining, prior)
+            refunded = sum(per_category.values())
+            balance = self.store.balance(orig.card_id) - reversal
+            self.store.add_document(
+                ref=ref,
+                kind="refund",
+                card_id=orig.card_id,
+                parent_id=orig.id,
+                day=orig.day,
+                content=content,
+                lines=json.dumps(returned, separators=(",", ":")),
+                spend_cents=-refunded,
+                points=-reversal,
+                balance_after=balance,
+            )
+            self.store.add_history(orig.card_id, orig.day, {c: -a for c, a in per_category.items()}, basket=False)
+        gift_back = None
+        if orig.item:
+            gift = next((g for g in self.programme.gifts if g.name == orig.item), None)
+            if gift and sum(remaining.values()) < gift.min_spend_cents:
+                gift_back = gift.name
+        return Receipt(
+            "refund",
+            rec.txn,
+            -reversal,
+            balance,
+            format_cents(-refunded),
+            refund_id=rec.refund_id,
+            gift_to_return=gift_back,
+        )
+
+    def _reversal(
+        self, orig: Document, orig_lines: list[tuple[str, int]], remaining: dict[str, int], prior: list[Document]
+    ) -> int:
+        """Points this refund reverses: what the original earned, scaled by what is returned so far."""
+        total = sum((self.programme.weight(c, a) for c, a in orig_lines), Fraction(0))
+        left = sum((self.programme.weight(c, a) for c, a in remaining.items()), Fraction(0))
+        keep = int(orig.points * left / total) if total else 0
+        already = -sum(d.points for d in prior)
+        return orig.points - keep - already
+
+    def redeem(self, request: Mapping, *, at: When = None) -> Receipt:
+        """Spend points on a reward from the catalogue.
+
+        Raises:
+            PolicyViolation, CardError: the gate refused the request or the reward is unknown.
+            UnknownCard: no card matches.
+            LedgerError: not enough points, or the document number was used with other content.
+        """
+        rec = policy.validate("redeem", request)
+        reward = self.programme.reward(rec.reward)
+        day = self._day(at)
+        ref = self.ring.reference("redeem", rec.txn)
+        with self.store.transaction():
+            card, relinked = self._resolve(rec.card)
+            content = self._content("redeem", card.id, reward.name)
+            doc = self.store.find_document(ref)
+            if doc is not None:
+                self._same_content(doc, content, "txn")
+                return self._receipt("redeem", rec.txn, doc, replayed=True, relinked=relinked, reward=doc.item)
+            balance = self.store.balance(card.id)
+            if reward.points > balance:
+                raise LedgerError(
+                    f"field 'reward': {reward.name!r} costs {reward.points} points, the card has {balance}",
+                    field="reward",
+                )
+            self.store.add_document(
+                ref=ref,
+                kind="redeem",
+                card_id=card.id,
+                day=day,
+                content=content,
+                lines="[]",
+                spend_cents=0,
+                points=-reward.points,
+                balance_after=balance - reward.points,
+                item=reward.name,
+            )
+        return Receipt("redeem", rec.txn, -reward.points, balance - reward.points, reward=reward.name, relinked=relinked)
+
+    def balance(self, request: Mapping) -> Balance:
+        """Points, visits and recent documents of the presented card.
+
+        Raises:
+            PolicyViolation, CardError: the gate refused the request.
+            UnknownCard: no card matches.
+        """
+        rec = policy.validate("balance", request)
+        with self.store.transaction():
+            card, relinked = self._resolve(rec.card)
+            points = self.store.balance(card.id)
+            visits = self.store.visit_count(card.id)
+            recent = [
+                {"day": d.day, "kind": d.kind, "points": d.points, "spend": format_cents(d.spend_cents)}
+                | ({"item": d.item} if d.item else {})
+                for d in self.store.recent_documents(card.id)
+            ]
+        return Balance(points, visits, recent, relinked)
+
+    # -- keys --------------------------------------------------------------------------
+
+    def _save_ring(self) -> None:
+        if self.ring_path is not None:
+            self.ring.save(self.ring_path)
+
+    def list_keys(self) -> list[dict]:
+        """Versions, states and how many cards each still links (never key material)."""
+        return [
+            {"version": v.version, "state": v.state, "created": v.created, "cards": self.store.count_cards(v.version)}
+            for v in self.ring.versions
+        ]
+
+    def rotate_keys(self, *, at: When = None) -> int:
+        """Add a new primary key version; the old primary becomes verify-only. Returns the new version."""
+        new = self.ring.rotate(self._day(at))
+        self._save_ring()
+        with self.store.transaction():
+            for v in self.ring.versions:
+                self.store.set_key_state(v.version, v.state)
+        return new.version
+
+    def retire_key(self) -> Retirement:
+        """Destroy the oldest verify-only key and purge every card still linked only under it.
+
+        The database purge commits first, then the key material is destroyed in the ring
+        file; a crash in between is completed on the next open (see ``_reconcile_keys``).
+
+        Raises:
+            KeyRingError: there is no verify-only key.
+        """
+        version = self.ring.oldest_verify_only().version
+        with self.store.transaction():
+            self.store.set_key_state(version, RETIRED)
+            purged = self.store.purge_key_version(version)
+        self.ring.retire(version)
+        self._save_ring()
+        return Retirement(version, purged)
+
+
+

@@ -1,0 +1,348 @@
+"""SQLite storage: schema, migrations, transactions. The only module with SQL.
+
+Design overview. The database holds, per card, a keyed token and its key version -
+nothing else about the card. Around it:
+
+* ``txns``    - one row per till document (checkout, refund, redemption), keyed by an
+  opaque reference derived from the document number, with a digest of its content
+  (so a retry is recognised and a reuse with other content is refused), the day,
+  the category-level lines and the receipt facts;
+* ``ledger``  - append-only points entries, one per document; a balance is the sum;
+* ``history`` - per card, day and category: spend and number of baskets;
+* ``visits``  - per card and day: number of visits and spend;
+* ``key_versions`` - the states of the key ring's versions (never the material).
+
+The database enforces its own rules with triggers: ledger entries and documents
+can never be updated, and can be deleted only when their card's key version is
+retired (the purge that makes inactive profiles fade); a card's key version only
+moves forward. All tables are STRICT.
+
+Schema creation and migrations use sqlite-utils, imported only when a migration
+runs; the per-request hot path is plain sqlite3 with ``BEGIN IMMEDIATE`` write
+transactions, WAL and a busy timeout.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StoreError
+
+SCHEMA_VERSION = 1
+
+_TRIGGERS = """
+CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger
+BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS ledger_delete_only_retired BEFORE DELETE ON ledger
+WHEN (SELECT k.state FROM cards c JOIN key_versions k ON k.version = c.key_version
+      WHERE c.id = OLD.card_id) IS NOT 'retired'
+BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS txns_no_update BEFORE UPDATE ON txns
+BEGIN SELECT RAISE(ABORT, 'till documents are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS txns_delete_only_retired BEFORE DELETE ON txns
+WHEN (SELECT k.state FROM cards c JOIN key_versions k ON k.version = c.key_version
+      WHERE c.id = OLD.card_id) IS NOT 'retired'
+BEGIN SELECT RAISE(ABORT, 'till documents are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS cards_key_forward BEFORE UPDATE OF key_version ON cards
+WHEN NEW.key_version <= OLD.key_version
+BEGIN SELECT RAISE(ABORT, 'a card is only re-linked to a newer key version'); END;
+CREATE TRIGGER IF NOT EXISTS txns_kind BEFORE INSERT ON txns
+WHEN NEW.kind NOT IN ('checkout', 'refund', 'redeem')
+BEGIN SELECT RAISE(ABORT, 'unknown document kind'); END;
+"""
+
+
+def _migrate_1(conn: sqlite3.Connection) -> None:
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
+    db["key_versions"].create({"version": int, "state": str}, pk="version", not_null={"state"}, strict=True, if_not_exists=True)
+    db["cards"].create(
+        {"id": int, "token": bytes, "key_version": int},
+        pk="id",
+        not_null={"token", "key_version"},
+        foreign_keys=[("key_version", "key_versions", "version")],
+        strict=True,
+        if_not_exists=True,
+    )
+    db["cards"].create_index(["token"], unique=True, if_not_exists=True)
+    db["txns"].create(
+        {
+            "id": int,
+            "ref": bytes,
+            "kind": str,
+            "card_id": int,
+            "parent_id": int,
+            "day": str,
+            "content": bytes,
+            "lines": str,
+            "spend_cents": int,
+            "item": str,
+            "balance_after": int,
+        },
+        pk="id",
+        not_null={"ref", "kind", "card_id", "day", "content", "lines", "spend_cents", "balance_after"},
+        foreign_keys=[("card_id", "cards", "id"), ("parent_id", "txns", "id")],
+        strict=True,
+        if_not_exists=True,
+    )
+    db["txns"].create_index(["ref"], unique=True, if_not_exists=True)
+    db["txns"].create_index(["card_id"], if_not_exists=True)
+    db["txns"].create_index(["parent_id"], if_not_exists=True)
+    db["ledger"].create(
+        {"id": int, "card_id": int, "txn_id": int, "points": int, "day": str},
+        pk="id",
+        not_null={"card_id", "txn_id", "points", "day"},
+        foreign_keys=[("card_id", "cards", "id"), ("txn_id", "txns", "id")],
+        strict=True,
+        if_not_exists=True,
+    )
+    db["ledger"].create_index(["card_id"], if_not_exists=True)
+    db["ledger"].create_index(["txn_id"], unique=True, if_not_exists=True)
+    db["history"].create(
+        {"card_id": int, "day": str, "category": str, "spend_cents": int, "baskets": int},
+        pk=("card_id", "day", "category"),
+        not_null={"spend_cents", "baskets"},
+        foreign_keys=[("card_id", "cards", "id")],
+        strict=True,
+        if_not_exists=True,
+    )
+    db["visits"].create(
+        {"card_id": int, "day": str, "visits": int, "spend_cents": int},
+        pk=("card_id", "day"),
+        not_null={"visits", "spend_cents"},
+        foreign_keys=[("card_id", "cards", "id")],
+        strict=True,
+        if_not_exists=True,
+    )
+    conn.executescript(_TRIGGERS)
+
+
+_MIGRATIONS = {1: _migrate_1}
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    id: int
+    key_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A stored till document (checkout, refund or redemption) with its ledger points."""
+
+    id: int
+    kind: str
+    card_id: int
+    parent_id: int | None
+    day: str
+    content: bytes
+    lines: str
+    spend_cents: int
+    item: str | None
+    balance_after: int
+    points: int
+
+
+_DOC_COLUMNS = (
+    "t.id, t.kind, t.card_id, t.parent_id, t.day, t.content, t.lines, t.spend_cents, t.item, "
+    "t.balance_after, l.points"
+)
+
+
+class Store:
+    """One SQLite database. Use :meth:`transaction` around every write."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_000) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError("synchronous must be FULL or NORMAL")
+        self.path = str(path)
+        try:
+            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute(f"PRAGMA synchronous={synchronous}")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"database {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"database schema version {version} is newer than this anoncard ({SCHEMA_VERSION})")
+        if version == SCHEMA_VERSION:
+            return
+        # sqlite-utils commits each DDL statement itself, so migrations run under a file
+        # lock instead of one transaction; every step is idempotent (IF NOT EXISTS).
+        with self._migration_lock():
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            while version < SCHEMA_VERSION:
+                _MIGRATIONS[version + 1](self.conn)
+                version += 1
+                self.conn.execute(f"PRAGMA user_version={version}")
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self.path == ":memory:":
+            yield
+            return
+        import fcntl
+
+        with open(f"{self.path}.migrate-lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction that takes the write lock up front (``BEGIN IMMEDIATE``)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- key versions -----------------------------------------------------------
+
+    def key_states(self) -> dict[int, str]:
+        return dict(self.conn.execute("SELECT version, state FROM key_versions"))
+
+    def set_key_state(self, version: int, state: str) -> None:
+        self.conn.execute(
+            "INSERT INTO key_versions (version, state) VALUES (?, ?) "
+            "ON CONFLICT(version) DO UPDATE SET state = excluded.state",
+            (version, state),
+        )
+
+    # -- cards -------------------------------------------------------------------
+
+    def add_cards(self, tokens: list[bytes], key_version: int) -> None:
+        self.conn.executemany(
+            "INSERT INTO cards (token, key_version) VALUES (?, ?)", [(t, key_version) for t in tokens]
+        )
+
+    def find_card(self, tokens: list[tuple[int, bytes]]) -> Card | None:
+        """The card whose stored token is one of ``(version, token)`` under that version."""
+        for version, token in tokens:
+            row = self.conn.execute(
+                "SELECT id, key_version FROM cards WHERE token = ?", (token,)
+            ).fetchone()
+            if row is not None and row[1] == version:
+                return Card(row[0], row[1])
+        return None
+
+    def relink(self, card_id: int, token: bytes, key_version: int) -> None:
+        self.conn.execute("UPDATE cards SET token = ?, key_version = ? WHERE id = ?", (token, key_version, card_id))
+
+    def count_cards(self, key_version: int | None = None) -> int:
+        if key_version is None:
+            return self.conn.execute("SELECT count(*) FROM cards").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM cards WHERE key_version = ?", (key_version,)).fetchone()[0]
+
+    def purge_key_version(self, key_version: int) -> int:
+        """Delete every card under ``key_version`` (which must be retired) and all it held."""
+        where = "card_id IN (SELECT id FROM cards WHERE key_version = ?)"
+        for table in ("ledger", "txns", "history", "visits"):
+            if table == "txns":  # refunds point at their checkout: children first
+                self.conn.execute(f"DELETE FROM txns WHERE parent_id IS NOT NULL AND {where}", (key_version,))
+            self.conn.execute(f"DELETE FROM {table} WHERE {where}", (key_version,))
+        return self.conn.execute("DELETE FROM cards WHERE key_version = ?", (key_version,)).rowcount
+
+    # -- documents and ledger ---------------------------------------------------
+
+    def find_document(self, ref: bytes) -> Document | None:
+        row = self.conn.execute(
+            f"SELECT {_DOC_COLUMNS} FROM txns t JOIN ledger l ON l.txn_id = t.id WHERE t.ref = ?", (ref,)
+        ).fetchone()
+        return None if row is None else Document(*row)
+
+    def children(self, parent_id: int) -> list[Document]:
+        rows = self.conn.execute(
+            f"SELECT {_DOC_COLUMNS} FROM txns t JOIN ledger l ON l.txn_id = t.id WHERE t.parent_id = ? ORDER BY t.id",
+            (parent_id,),
+        )
+        return [Document(*r) for r in rows]
+
+    def balance(self, card_id: int) -> int:
+        return self.conn.execute("SELECT coalesce(sum(points), 0) FROM ledger WHERE card_id = ?", (card_id,)).fetchone()[0]
+
+    def add_document(
+        self,
+        *,
+        ref: bytes,
+        kind: str,
+        card_id: int,
+        day: str,
+        content: bytes,
+        lines: str,
+        spend_cents: int,
+        points: int,
+        balance_after: int,
+        item: str | None = None,
+        parent_id: int | None = None,
+    ) -> None:
+        """Insert a document and its ledger entry (the caller holds the transaction)."""
+        cur = self.conn.execute(
+            "INSERT INTO txns (ref, kind, card_id, parent_id, day, content, lines, spend_cents, item, balance_after)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (ref, kind, card_id, parent_id, day, content, lines, spend_cents, item, balance_after),
+        )
+        self.conn.execute(
+            "INSERT INTO ledger (card_id, txn_id, points, day) VALUES (?, ?, ?, ?)",
+            (card_id, cur.lastrowid, points, day),
+        )
+
+    def recent_documents(self, card_id: int, limit: int = 10) -> list[Document]:
+        rows = self.conn.execute(
+            f"SELECT {_DOC_COLUMNS} FROM txns t JOIN ledger l ON l.txn_id = t.id WHERE t.card_id = ?"
+            " ORDER BY t.id DESC LIMIT ?",
+            (card_id, limit),
+        )
+        return [Document(*r) for r in rows]
+
+    def ledger_sum(self) -> int:
+        return self.conn.execute("SELECT coalesce(sum(points), 0) FROM ledger").fetchone()[0]
+
+    # -- history -----------------------------------------------------------------
+
+    def add_history(self, card_id: int, day: str, spend: dict[str, int], *, basket: bool) -> None:
+        """Add spend per category for one card and day; ``basket`` counts a new visit."""
+        n = 1 if basket else 0
+        self.conn.executemany(
+            "INSERT INTO history (card_id, day, category, spend_cents, baskets) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT(card_id, day, category) DO UPDATE SET"
+            " spend_cents = spend_cents + excluded.spend_cents, baskets = baskets + excluded.baskets",
+            [(card_id, day, c, cents, n) for c, cents in spend.items()],
+        )
+        self.conn.execute(
+            "INSERT INTO visits (card_id, day, visits, spend_cents) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(card_id, day) DO UPDATE SET"
+            " visits = visits + excluded.visits, spend_cents = spend_cents + excluded.spend_cents",
+            (card_id, day, n, sum(spend.values())),
+        )
+
+    def history(self, card_id: int) -> list[tuple[str, str, int, int]]:
+        """``(day, category, spend_cents, baskets)`` rows of one card, oldest first."""
+        return self.conn.execute(
+            "SELECT day, category, spend_cents, baskets FROM history WHERE card_id = ? ORDER BY day, category",
+            (card_id,),
+        ).fetchall()
+
+    def visit_count(self, card_id: int) -> int:
+        return self.conn.execute("SELECT coalesce(sum(visits), 0) FROM visits WHERE card_id = ?", (card_id,)).fetchone()[0]
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per table, for summaries and audits."""
+        tables = ("cards", "txns", "ledger", "history", "visits")
+        return {t: self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}

@@ -1,0 +1,1 @@
+"""The anoncard command line: a thin click layer over :mod:`anoncard.service`."""

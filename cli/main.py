@@ -1,0 +1,359 @@
+"""anoncard's commands. Each one parses, calls one service method, prints.
+
+Errors from the library become ``Error: ...`` on stderr and the error's exit code;
+with ``--json`` an ``{"error": {"code": ..., "message": ...}}`` object is printed on
+stdout as well.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import tempfile
+from datetime import date, datetime
+from pathlib import Path
+
+import click
+
+from anoncard.errors import AnonCardError, PolicyViolation
+from anoncard.service import Service, init_home
+
+MAX_INPUT_BYTES = 1 << 20
+
+
+def _emit_error(exc: AnonCardError, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
+    click.echo(f"Error: {exc.message}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def command(group: click.Group, name: str, **kwargs):
+    """Register a command with ``--json`` and the library's errors turned into exit codes."""
+
+    def decorate(fn):
+        @group.command(name, **kwargs)
+        @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+        @click.pass_obj
+        @functools.wraps(fn)
+        def wrapper(obj, as_json, **params):
+            try:
+                return fn(obj, as_json, **params)
+            except AnonCardError as exc:
+                _emit_error(exc, as_json)
+
+        return wrapper
+
+    return decorate
+
+
+def _open(obj: dict) -> Service:
+    return Service.open(obj["home"])
+
+
+def _print(as_json: bool, data, human: str) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False) if as_json else human)
+
+
+def _reject_constant(name: str):
+    raise PolicyViolation(f"request: {name} is not allowed in JSON input", field="input")
+
+
+def _read_request(source: str) -> object:
+    stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    with stream:
+        data = stream.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise PolicyViolation(f"request: larger than {MAX_INPUT_BYTES} bytes", field="input")
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise PolicyViolation("request: not valid UTF-8 JSON", field="input") from None
+
+
+def _lines(values: tuple[str, ...]) -> list[dict]:
+    out = []
+    for v in values:
+        category, sep, amount = v.rpartition("=")
+        if not sep:
+            raise PolicyViolation(f"field 'line': {v[:30]!r} is not CATEGORY=AMOUNT", field="line")
+        out.append({"category": category, "amount": amount})
+    return out
+
+
+def _request(input_: str | None, flags: dict) -> object:
+    """The request from ``--input`` (JSON) or from flags, never both."""
+    given = {k: v for k, v in flags.items() if v not in (None, (), [])}
+    if input_ is not None:
+        if given:
+            raise PolicyViolation(f"request: use --input or flags, not both (got --{next(iter(given))})")
+        return _read_request(input_)
+    return given
+
+
+def _at(value: str | None) -> date | datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise PolicyViolation("field 'at': must be an ISO date such as 2026-11-22", field="at") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="ANONCARD_HOME",
+    default=".anoncard",
+    show_default=True,
+    help="Directory holding the database, key ring and programme (env: ANONCARD_HOME).",
+)
+@click.version_option(package_name="anoncard")
+@click.pass_context
+def main(ctx: click.Context, home: Path) -> None:
+    """anoncard - an anonymous loyalty card: it stores what you buy, not who you are.
+
+    \b
+    Example:
+      anoncard --home ./store init
+      anoncard --home ./store card issue --count 3
+      anoncard --home ./store checkout --card C1-... --txn till3-0001 --line dairy=3.49
+    """
+    ctx.obj = {"home": home}
+
+
+@command(main, "init")
+def init(obj, as_json):
+    """Create the home: key ring (mode 0600), programme and database. Never overwrites.
+
+    \b
+    Example:
+      anoncard --home ./store init
+    """
+    created = init_home(obj["home"])
+    _print(as_json, {"home": str(obj["home"]), "created": created},
+           f"home {obj['home']}: " + (f"created {', '.join(created)}" if created else "already initialised"))
+
+
+@main.group("card")
+def card() -> None:
+    """Anonymous cards."""
+
+
+@command(card, "issue")
+@click.option("--count", default=1, show_default=True, help="How many cards.")
+@click.option("--qr-dir", type=click.Path(file_okay=False, path_type=Path), help="Write one QR file per card here.")
+@click.option("--qr-format", type=click.Choice(["png", "svg"]), default="png", show_default=True)
+@click.option("--preview", is_flag=True, help="Also draw each card's QR code in the terminal.")
+def card_issue(obj, as_json, count, qr_dir, qr_format, preview):
+    """Issue new cards and print their codes, one per line.
+
+    Only a keyed token of each card is stored; the printed codes and QR files are
+    the only copies of the card secrets - hand them out, then delete the files.
+
+    \b
+    Example:
+      anoncard card issue --count 500 --qr-dir ./print-run --qr-format svg
+    """
+    with _open(obj) as svc:
+        secrets_ = svc.issue_cards({"count": count})
+    codes = [s.code for s in secrets_]
+    files = []
+    if qr_dir is not None:
+        from anoncard import qr
+
+        with click.progressbar(codes, label="writing QR codes", file=sys.stderr) as bar:
+            for i, code in enumerate(bar, 1):
+                files.append(str(qr.write(code, qr_dir, f"card-{i:06d}", qr_format)))
+    if as_json:
+        rows = [{"card": c} for c in codes]
+        for row, path in zip(rows, files):
+            row["qr"] = path
+        _print(True, rows, "")
+        return
+    for code in codes:
+        click.echo(code)
+        if preview:
+            from anoncard import qr
+
+            click.echo(qr.terminal(code))
+
+
+def _receipt_text(r) -> str:
+    if r.kind == "checkout":
+        text = f"{r.txn}: spend {r.spend} EUR, points {r.points:+d}, balance {r.balance}"
+        if r.gift:
+            text += f"\nhand over: {r.gift}"
+    elif r.kind == "refund":
+        text = f"{r.txn}: refunded {r.spend.lstrip('-')} EUR, points {r.points:+d}, balance {r.balance}"
+        if r.gift_to_return:
+            text += f"\nbasket is now below the threshold of: {r.gift_to_return}"
+    else:
+        text = f"{r.txn}: redeemed {r.reward}, points {r.points:+d}, balance {r.balance}"
+    if r.replayed:
+        text += "\n(already recorded: nothing credited again)"
+    if r.relinked:
+        text += "\n(card re-linked to the current key)"
+    return text
+
+
+@command(main, "checkout")
+@click.option("--card", "card_code", help="The card code (as typed or scanned).")
+@click.option("--txn", help="Till document number; a retry with the same number counts once.")
+@click.option("--line", "lines", multiple=True, metavar="CATEGORY=AMOUNT", help="A basket line, e.g. dairy=3.49.")
+@click.option("--input", "input_", metavar="FILE|-", help="Read the JSON request from a file or stdin instead.")
+@click.option("--at", help="Day of the purchase (ISO date) for replays; default today.")
+def checkout(obj, as_json, card_code, txn, lines, input_, at):
+    """Credit a basket to a card: points, and the gift to hand over.
+
+    \b
+    Example:
+      anoncard checkout --card C1-... --txn store7-till3-000123 \\
+          --line dairy=3.49 --line coffee=7.99
+      echo '{"card": "C1-...", "txn": "t1", "lines": [{"category": "dairy", "amount": "3.49"}]}' \\
+          | anoncard checkout --input -
+    """
+    request = _request(input_, {"card": card_code, "txn": txn, "lines": _lines(lines) if lines else None})
+    when = _at(at)
+    with _open(obj) as svc:
+        r = svc.checkout(request, at=when)
+    _print(as_json, r.to_dict(), _receipt_text(r))
+
+
+@command(main, "refund")
+@click.option("--txn", help="Document number of the original checkout.")
+@click.option("--refund-id", help="Document number of this refund (required for a partial refund).")
+@click.option("--line", "lines", multiple=True, metavar="CATEGORY=AMOUNT", help="A returned line; none = all.")
+@click.option("--input", "input_", metavar="FILE|-", help="Read the JSON request from a file or stdin instead.")
+def refund(obj, as_json, txn, refund_id, lines, input_):
+    """Refund a whole checkout, or some lines of it, reversing their points.
+
+    \b
+    Example:
+      anoncard refund --txn store7-till3-000123
+      anoncard refund --txn store7-till3-000123 --refund-id R-77 --line coffee=7.99
+    """
+    request = _request(input_, {"txn": txn, "refund_id": refund_id, "lines": _lines(lines) if lines else None})
+    with _open(obj) as svc:
+        r = svc.refund(request)
+    _print(as_json, r.to_dict(), _receipt_text(r))
+
+
+@command(main, "balance")
+@click.option("--card", "card_code", help="The card code.")
+@click.option("--input", "input_", metavar="FILE|-", help="Read the JSON request from a file or stdin instead.")
+def balance(obj, as_json, card_code, input_):
+    """Points and recent activity of a card.
+
+    \b
+    Example:
+      anoncard balance --card C1-...
+    """
+    request = _request(input_, {"card": card_code})
+    with _open(obj) as svc:
+        b = svc.balance(request)
+    lines = [f"points {b.points}, visits {b.visits}"]
+    lines += [
+        f"  {d['day']}  {d['kind']:<8} {d['points']:+6d}  {d['spend']:>9}  {d.get('item', '')}".rstrip()
+        for d in b.recent
+    ]
+    _print(as_json, b.to_dict(), "\n".join(lines))
+
+
+@command(main, "redeem")
+@click.option("--card", "card_code", help="The card code.")
+@click.option("--reward", help="Reward name from the programme's catalogue.")
+@click.option("--txn", help="Till document number of the redemption; a retry counts once.")
+@click.option("--input", "input_", metavar="FILE|-", help="Read the JSON request from a file or stdin instead.")
+def redeem(obj, as_json, card_code, reward, txn, input_):
+    """Spend points on a reward.
+
+    \b
+    Example:
+      anoncard redeem --card C1-... --reward coffee --txn store7-till3-000124
+    """
+    request = _request(input_, {"card": card_code, "reward": reward, "txn": txn})
+    with _open(obj) as svc:
+        r = svc.redeem(request)
+    _print(as_json, r.to_dict(), _receipt_text(r))
+
+
+@main.group("keys")
+def keys() -> None:
+    """Key ring management: list, rotate, retire."""
+
+
+@command(keys, "list")
+def keys_list(obj, as_json):
+    """Key versions, their states and how many cards each links (never key material).
+
+    \b
+    Example:
+      anoncard keys list
+    """
+    with _open(obj) as svc:
+        rows = svc.list_keys()
+    _print(as_json, rows, "\n".join(f"v{r['version']}  {r['state']:<11}  created {r['created']}  cards {r['cards']}"
+                                    for r in rows))
+
+
+@command(keys, "rotate")
+def keys_rotate(obj, as_json):
+    """Add a new primary key; the old one stays verify-only so cards are re-linked when seen.
+
+    \b
+    Example:
+      anoncard keys rotate
+    """
+    with _open(obj) as svc:
+        version = svc.rotate_keys()
+    _print(as_json, {"primary": version}, f"new primary key: v{version}")
+
+
+@command(keys, "retire")
+@click.option("--yes", is_flag=True, help="Confirm: histories of cards not seen since the rotation are purged.")
+def keys_retire(obj, as_json, yes):
+    """Destroy the oldest verify-only key and purge the cards still linked only under it.
+
+    \b
+    Example:
+      anoncard keys retire --yes
+    """
+    if not yes:
+        raise PolicyViolation("field 'yes': retiring a key purges data for good; confirm with --yes", field="yes")
+    with _open(obj) as svc:
+        r = svc.retire_key()
+    _print(as_json, r.to_dict(), f"retired key v{r.version}; purged {r.cards_purged} cards and their histories")
+
+
+@command(main, "demo")
+@click.option("--seed", default=2014, show_default=True)
+@click.option("--cards", default=200, show_default=True)
+@click.option("--checkouts", default=1500, show_default=True)
+def demo(obj, as_json, seed, cards, checkouts):
+    """Play a store week in a temporary home and summarise it.
+
+    \b
+    Example:
+      anoncard demo
+    """
+    from anoncard import demo as demo_mod
+
+    with tempfile.TemporaryDirectory(prefix="anoncard-demo-") as tmp:
+        init_home(Path(tmp))
+        with Service.open(Path(tmp), synchronous="NORMAL") as svc:
+            if as_json or not sys.stderr.isatty():
+                summary = demo_mod.run(svc, seed=seed, cards=cards, checkouts=checkouts)
+            else:
+                with click.progressbar(length=checkouts, label="store week", file=sys.stderr) as bar:
+                    summary = demo_mod.run(svc, seed=seed, cards=cards, checkouts=checkouts, progress=bar.update)
+    if as_json:
+        _print(True, summary, "")
+        return
+    width = max(len(k) for k in summary)
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+        click.echo(f"{key:<{width}}  {value}")
