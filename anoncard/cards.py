@@ -103,7 +103,7 @@ def encode(secret: CardSecret) -> str:
 
 def format_code(compact: str) -> str:
     """Group a compact code for people: ``C1-XXXX-XXXX-…``."""
-    rest = compact[len(PREFIX):]
+    rest = compact[len(PREFIX) :]
     groups = [rest[i : i + _GROUP] for i in range(0, len(rest), _GROUP)]
     return "-".join([compact[: len(PREFIX)], *groups])
 

@@ -48,8 +48,15 @@ def _basket(rng: random.Random, taste: list[float], big: bool) -> list[dict]:
     return lines
 
 
-def run(service: Service, *, seed: int = 2014, cards: int = 200, checkouts: int = 1500,
-        start: date = date(2015, 3, 2), progress: Callable[[int], None] | None = None) -> dict:
+def run(
+    service: Service,
+    *,
+    seed: int = 2014,
+    cards: int = 200,
+    checkouts: int = 1500,
+    start: date = date(2015, 3, 2),
+    progress: Callable[[int], None] | None = None,
+) -> dict:
     """Play a store week on ``service`` and return a summary of what happened."""
     rng = random.Random(seed)
     codes = [s.code for s in service.issue_cards({"count": cards})]
@@ -108,8 +115,15 @@ def run(service: Service, *, seed: int = 2014, cards: int = 200, checkouts: int 
         if progress:
             progress(1)
     try:  # a till integration that sends more than the policy allows is refused
-        service.checkout({"card": codes[0], "txn": "store7-till1-bad", "email": "someone@example.org",
-                          "lines": [{"category": "dairy", "amount": "1.00"}]}, at=start)
+        service.checkout(
+            {
+                "card": codes[0],
+                "txn": "store7-till1-bad",
+                "email": "someone@example.org",
+                "lines": [{"category": "dairy", "amount": "1.00"}],
+            },
+            at=start,
+        )
     except PolicyViolation:
         stats["refused by the gate"] += 1
     net_points = points_earned - points_reversed

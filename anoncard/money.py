@@ -17,7 +17,7 @@ def parse_cents(value: object, field: str, *, maximum: int | None = None, allow_
             / ``123.45`` (so no sign, exponent, NaN or third decimal), zero unless
             allowed, or above ``maximum``; the message names ``field`` and the rule.
     """
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise PolicyViolation(f"field '{field}': must be a decimal string such as \"3.49\", not a number", field=field)
     if isinstance(value, int):
         value = str(value)

@@ -151,7 +151,8 @@ def _lines(value: object, name: str = "lines") -> tuple[Line, ...]:
             if key not in ("category", "amount"):
                 label = key if isinstance(key, str) and len(key) <= 40 else "<field>"
                 raise PolicyViolation(
-                    f"field '{where}.{label}': not allowed in a line (only category and amount)", field=f"{where}.{label}"
+                    f"field '{where}.{label}': not allowed in a line (only category and amount)",
+                    field=f"{where}.{label}",
                 )
         if "category" not in line or "amount" not in line:
             raise PolicyViolation(f"field '{where}': needs category and amount", field=where)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from .errors import ProgrammeError, PolicyViolation
+from .errors import PolicyViolation, ProgrammeError
 from .money import parse_cents
 
 DEFAULT_TOML = """\

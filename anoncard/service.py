@@ -30,7 +30,7 @@ from pathlib import Path
 
 from . import policy
 from .cards import CardSecret, generate
-from .errors import AnonCardError, KeyRingError, LedgerError, UnknownCard
+from .errors import LedgerError, UnknownCard
 from .keyring import PRIMARY, RETIRED, VERIFY_ONLY, KeyRing
 from .money import format_cents
 from .programme import DEFAULT_TOML, Programme
@@ -265,7 +265,13 @@ class Service:
             )
             self.store.add_history(card.id, day, per_category, basket=True)
         return Receipt(
-            "checkout", rec.txn, points, balance, format_cents(spend), gift=gift.name if gift else None, relinked=relinked
+            "checkout",
+            rec.txn,
+            points,
+            balance,
+            format_cents(spend),
+            gift=gift.name if gift else None,
+            relinked=relinked,
         )
 
     @staticmethod
@@ -400,7 +406,9 @@ class Service:
                 balance_after=balance - reward.points,
                 item=reward.name,
             )
-        return Receipt("redeem", rec.txn, -reward.points, balance - reward.points, reward=reward.name, relinked=relinked)
+        return Receipt(
+            "redeem", rec.txn, -reward.points, balance - reward.points, reward=reward.name, relinked=relinked
+        )
 
     def balance(self, request: Mapping) -> Balance:
         """Points, visits and recent documents of the presented card.
@@ -459,6 +467,3 @@ class Service:
         self.ring.retire(version)
         self._save_ring()
         return Retirement(version, purged)
-
-
-

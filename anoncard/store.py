@@ -60,7 +60,9 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
     import sqlite_utils
 
     db = sqlite_utils.Database(conn)
-    db["key_versions"].create({"version": int, "state": str}, pk="version", not_null={"state"}, strict=True, if_not_exists=True)
+    db["key_versions"].create(
+        {"version": int, "state": str}, pk="version", not_null={"state"}, strict=True, if_not_exists=True
+    )
     db["cards"].create(
         {"id": int, "token": bytes, "key_version": int},
         pk="id",
@@ -149,8 +151,7 @@ class Document:
 
 
 _DOC_COLUMNS = (
-    "t.id, t.kind, t.card_id, t.parent_id, t.day, t.content, t.lines, t.spend_cents, t.item, "
-    "t.balance_after, l.points"
+    "t.id, t.kind, t.card_id, t.parent_id, t.day, t.content, t.lines, t.spend_cents, t.item, t.balance_after, l.points"
 )
 
 
@@ -235,9 +236,7 @@ class Store:
     def find_card(self, tokens: list[tuple[int, bytes]]) -> Card | None:
         """The card whose stored token is one of ``(version, token)`` under that version."""
         for version, token in tokens:
-            row = self.conn.execute(
-                "SELECT id, key_version FROM cards WHERE token = ?", (token,)
-            ).fetchone()
+            row = self.conn.execute("SELECT id, key_version FROM cards WHERE token = ?", (token,)).fetchone()
             if row is not None and row[1] == version:
                 return Card(row[0], row[1])
         return None
@@ -275,7 +274,9 @@ class Store:
         return [Document(*r) for r in rows]
 
     def balance(self, card_id: int) -> int:
-        return self.conn.execute("SELECT coalesce(sum(points), 0) FROM ledger WHERE card_id = ?", (card_id,)).fetchone()[0]
+        return self.conn.execute(
+            "SELECT coalesce(sum(points), 0) FROM ledger WHERE card_id = ?", (card_id,)
+        ).fetchone()[0]
 
     def add_document(
         self,
@@ -340,7 +341,9 @@ class Store:
         ).fetchall()
 
     def visit_count(self, card_id: int) -> int:
-        return self.conn.execute("SELECT coalesce(sum(visits), 0) FROM visits WHERE card_id = ?", (card_id,)).fetchone()[0]
+        return self.conn.execute(
+            "SELECT coalesce(sum(visits), 0) FROM visits WHERE card_id = ?", (card_id,)
+        ).fetchone()[0]
 
     def counts(self) -> dict[str, int]:
         """Row counts per table, for summaries and audits."""

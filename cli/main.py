@@ -133,8 +133,11 @@ def init(obj, as_json):
       anoncard --home ./store init
     """
     created = init_home(obj["home"])
-    _print(as_json, {"home": str(obj["home"]), "created": created},
-           f"home {obj['home']}: " + (f"created {', '.join(created)}" if created else "already initialised"))
+    _print(
+        as_json,
+        {"home": str(obj["home"]), "created": created},
+        f"home {obj['home']}: " + (f"created {', '.join(created)}" if created else "already initialised"),
+    )
 
 
 @main.group("card")
@@ -169,7 +172,7 @@ def card_issue(obj, as_json, count, qr_dir, qr_format, preview):
                 files.append(str(qr.write(code, qr_dir, f"card-{i:06d}", qr_format)))
     if as_json:
         rows = [{"card": c} for c in codes]
-        for row, path in zip(rows, files):
+        for row, path in zip(rows, files, strict=False):
             row["qr"] = path
         _print(True, rows, "")
         return
@@ -295,8 +298,11 @@ def keys_list(obj, as_json):
     """
     with _open(obj) as svc:
         rows = svc.list_keys()
-    _print(as_json, rows, "\n".join(f"v{r['version']}  {r['state']:<11}  created {r['created']}  cards {r['cards']}"
-                                    for r in rows))
+    _print(
+        as_json,
+        rows,
+        "\n".join(f"v{r['version']}  {r['state']:<11}  created {r['created']}  cards {r['cards']}" for r in rows),
+    )
 
 
 @command(keys, "rotate")
