@@ -76,3 +76,17 @@ class StoreError(AnonCardError):
 
     code = "store_error"
     exit_code = 8
+
+
+class PolicyFileError(AnonCardError):
+    """The policy file is invalid (a field without a purpose, an unknown type, a bad bound)."""
+
+    code = "policy_file_error"
+    exit_code = 9
+
+
+class AuditFailed(AnonCardError):
+    """An audit ran and at least one check failed (the report says which)."""
+
+    code = "audit_failed"
+    exit_code = 10

@@ -16,7 +16,9 @@ MAC made for another job.
 
 Beside the versions the ring holds one *reference key* that never rotates: it turns
 till document numbers (which name store and till) into opaque references, so the
-database keeps no store-level movement profile while retries still match.
+database keeps no store-level movement profile while retries still match; a second
+sub-key of it chains the event log, so whoever can write the database alone cannot
+rewrite its history.
 
 The file is JSON, written atomically (temporary file, fsync, rename, fsync of the
 directory) with mode 0600, and refused when group or others may read it.
@@ -42,6 +44,7 @@ PRIMARY, VERIFY_ONLY, RETIRED = "primary", "verify-only", "retired"
 STATES = (PRIMARY, VERIFY_ONLY, RETIRED)
 CARD_TOKEN = "card-token"
 TXN_REF = "txn-ref"
+EVENT_LOG = "event-log"
 
 
 def derive(master: bytes, purpose: str) -> bytes:
@@ -91,6 +94,7 @@ class KeyRing:
                 raise KeyRingError(f"key ring: version {v.version} material must be 32 bytes")
         self._ref_mac = hmac.new(derive(reference_key, TXN_REF), f"anoncard/{TXN_REF}\x00".encode(), hashlib.sha256)
         self._reference_key = reference_key
+        self._log_key = derive(reference_key, EVENT_LOG)
 
     def __repr__(self) -> str:
         return f"KeyRing(versions={[(v.version, v.state) for v in self.versions]})"
@@ -118,6 +122,12 @@ class KeyRing:
         mac = self._ref_mac.copy()
         mac.update(kind.encode() + b"\x00" + document.encode())
         return mac.digest()[:16]
+
+    def event_mac(self, previous: bytes, payload: bytes) -> bytes:
+        """The event log's chain link: HMAC over the previous link and this event."""
+        return hmac.new(
+            self._log_key, f"anoncard/{EVENT_LOG}\x00".encode() + previous + payload, hashlib.sha256
+        ).digest()
 
     def rotate(self, created: str) -> KeyVersion:
         """Add a new primary; the old primary becomes verify-only. Returns the new version."""

@@ -1,30 +1,40 @@
 """The minimisation gate: the one way a request gets into anoncard.
 
-Design overview. Every external request - from the CLI, the library façade or a
-long-lived terminal - is a plain mapping. :func:`validate` checks it against the
-fields declared for its kind and turns it into a typed, frozen record; the service
-and the store accept only those records. A field that is not declared is refused
-by name before anything else happens, so the system cannot even be asked to keep
-more than it declares. Each declared field states the customer value it serves.
+Design overview. The policy is a TOML file an auditor can read and fingerprint
+(``policy.toml`` in the home; the default ships with the package). For each request
+kind it lists every allowed field with its type, bounds, coarsening, purpose and
+retention; for each stored table every column with its type and purpose.
+
+:meth:`Policy.validate` checks a raw request mapping against it and turns it into a
+typed, frozen record; the service and the store accept only those records. In order:
+an undeclared field is refused by name; a missing required field is refused; every
+string value is scanned for personal data (:mod:`anoncard.pii`); then each value must
+meet its type and bounds, and is coarsened as declared. Nothing is stored before all
+of it passes. A policy whose field lacks a purpose, or names a type or field anoncard
+cannot serve, is refused when loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import cache
+from importlib import resources
+from pathlib import Path
 
-from . import cards
+from . import cards, pii
 from .cards import CardSecret
-from .errors import PolicyViolation
-from .money import parse_cents
+from .errors import PolicyFileError, PolicyViolation
+from .money import format_cents, parse_cents
 
-MAX_LINES = 200
-MAX_LINE_CENTS = 1_000_000  # 10,000.00 EUR per line
-MAX_ISSUE = 100_000
-_CATEGORY = re.compile(r"[a-z0-9][a-z0-9 &/,.'()+-]{0,47}")
-_DOCUMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
-_NAME = re.compile(r"[a-z0-9][a-z0-9 _-]{0,47}")
+_CATEGORY = re.compile(r"[a-z0-9][a-z0-9 &/,.'()+-]*")
+_DOCUMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
+_NAME = re.compile(r"[a-z0-9][a-z0-9 _-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,142 +76,398 @@ class RedeemRequest:
 
 Record = IssueRequest | CheckoutRequest | RefundRequest | BalanceRequest | RedeemRequest
 
-# kind -> field -> (required, purpose)
-FIELDS: dict[str, dict[str, tuple[bool, str]]] = {
-    "issue": {"count": (True, "how many new anonymous cards to print")},
-    "checkout": {
-        "card": (True, "finds the card's points and history without knowing who holds it"),
-        "txn": (True, "makes a retried checkout count once; stored only as a keyed reference"),
-        "lines": (True, "category and amount of each line: points, gifts and fitting coupons"),
-    },
-    "refund": {
-        "txn": (True, "finds the checkout whose points are reversed"),
-        "refund_id": (False, "makes a retried partial refund count once"),
-        "lines": (False, "which lines are returned (all when absent)"),
-    },
-    "balance": {"card": (True, "shows the customer their points")},
-    "redeem": {
-        "card": (True, "finds the points to spend"),
-        "txn": (True, "makes a retried redemption count once"),
-        "reward": (True, "the reward chosen from the catalogue"),
-    },
+# What this code can serve: kind -> field -> (type, required by the code). A policy may
+# leave out a field the code does not require (that use is then refused); it can never
+# add a field the code does not know.
+SERVED: dict[str, dict[str, tuple[str, bool]]] = {
+    "issue": {"count": ("count", True)},
+    "checkout": {"card": ("card_code", True), "txn": ("document_id", True), "lines": ("lines", True)},
+    "refund": {"txn": ("document_id", True), "refund_id": ("document_id", False), "lines": ("lines", False)},
+    "balance": {"card": ("card_code", True)},
+    "redeem": {"card": ("card_code", True), "txn": ("document_id", True), "reward": ("reward_name", True)},
 }
+LINE_ITEMS = {"category": "category", "amount": "amount"}
+COLUMN_TYPES = {
+    "integer", "blob32", "blob16", "day", "timestamp", "category", "lines_json", "name", "json", "key_state",
+    "document_kind",
+}  # fmt: skip
+TIME_RESOLUTIONS = ("day", "week", "month")
+_SCANNED = {"document_id", "category", "reward_name"}
 
 
-def validate(kind: str, request: object) -> Record:
-    """Turn a raw request into its typed record, or refuse it.
-
-    Raises:
-        PolicyViolation: unknown kind, not a mapping, an undeclared or missing field,
-            or a value breaking its rule; the message names the field and the rule.
-        CardError: the card code is malformed or fails its check character.
-    """
-    spec = FIELDS.get(kind)
-    if spec is None:
-        raise PolicyViolation(f"unknown request kind {kind!r}", field="op")
-    if not isinstance(request, Mapping):
-        raise PolicyViolation(f"{kind} request: must be a JSON object")
-    for name in request:
-        if name not in spec:
-            label = name if isinstance(name, str) and len(name) <= 40 else "<field>"
-            raise PolicyViolation(
-                f"field {label!r}: not allowed in a {kind} request (the policy keeps only what serves the customer)",
-                field=label,
-            )
-    for name, (required, _purpose) in spec.items():
-        if required and request.get(name) is None:
-            raise PolicyViolation(f"field '{name}': required in a {kind} request", field=name)
-    return _BUILDERS[kind](request)
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    name: str
+    type: str
+    required: bool
+    purpose: str
+    retention: str
+    coarsen: str | None = None
+    min: int | None = None
+    max: int | None = None
+    max_length: int | None = None
+    max_items: int | None = None
+    items: tuple[FieldRule, ...] = ()
 
 
-def _document(value: object, name: str) -> str:
-    if not isinstance(value, str) or not _DOCUMENT.fullmatch(value):
-        raise PolicyViolation(
-            f"field '{name}': must be 1-64 characters of letters, digits and . _ : / - (a till document number)",
-            field=name,
-        )
+@dataclass(frozen=True, slots=True)
+class ColumnRule:
+    type: str
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
+class TableRule:
+    purpose: str
+    retention: str
+    columns: dict[str, ColumnRule]
+
+
+def _text(doc: Mapping, key: str, where: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or len(value.strip()) < 3:
+        raise PolicyFileError(f"policy: {where}.{key} is missing (every entry must say why it is there)")
     return value
 
 
-def _category(value: object, name: str) -> str:
-    if not isinstance(value, str):
-        raise PolicyViolation(f"field '{name}': must be a string", field=name)
-    norm = " ".join(value.split()).lower()
-    if not _CATEGORY.fullmatch(norm):
-        raise PolicyViolation(
-            f"field '{name}': a product category is 1-48 letters, digits, spaces and & / , . ' ( ) + -",
-            field=name,
-        )
-    return norm
+def _int(doc: Mapping, key: str, where: str, default: int | None = None) -> int | None:
+    value = doc.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise PolicyFileError(f"policy: {where}.{key} must be a whole number >= 0")
+    return value
 
 
-def _lines(value: object, name: str = "lines") -> tuple[Line, ...]:
-    if not isinstance(value, list | tuple):
-        raise PolicyViolation(f"field '{name}': must be a list of {{category, amount}} lines", field=name)
-    if not value:
-        raise PolicyViolation(f"field '{name}': the basket is empty", field=name)
-    if len(value) > MAX_LINES:
-        raise PolicyViolation(f"field '{name}': at most {MAX_LINES} lines", field=name)
-    out = []
-    for i, line in enumerate(value):
-        where = f"{name}[{i}]"
-        if not isinstance(line, Mapping):
-            raise PolicyViolation(f"field '{where}': must be an object with category and amount", field=where)
-        for key in line:
-            if key not in ("category", "amount"):
-                label = key if isinstance(key, str) and len(key) <= 40 else "<field>"
+def _field(name: str, doc: object, where: str, expected_type: str, required_by_code: bool) -> FieldRule:
+    if not isinstance(doc, Mapping):
+        raise PolicyFileError(f"policy: {where} must be a table")
+    known = {"type", "required", "purpose", "retention", "coarsen", "min", "max", "max_length", "max_items", "items"}
+    for key in doc:
+        if key not in known:
+            raise PolicyFileError(f"policy: {where}.{key} is not a field attribute anoncard knows")
+    if doc.get("type") != expected_type:
+        raise PolicyFileError(f"policy: {where}.type must be {expected_type!r}")
+    required = doc.get("required", False)
+    if not isinstance(required, bool):
+        raise PolicyFileError(f"policy: {where}.required must be true or false")
+    if required_by_code and not required:
+        raise PolicyFileError(f"policy: {where} is required by anoncard")
+    lo = hi = None
+    if expected_type == "amount":
+        try:
+            lo = parse_cents(doc.get("min", "0.01"), f"{where}.min")
+            hi = parse_cents(doc.get("max", "10000.00"), f"{where}.max")
+        except PolicyViolation as exc:
+            raise PolicyFileError(f"policy: {exc.message}") from None
+    elif expected_type == "count":
+        lo, hi = _int(doc, "min", where, 1), _int(doc, "max", where, 100_000)
+    if lo is not None and hi is not None and lo > hi:
+        raise PolicyFileError(f"policy: {where}.min is above {where}.max")
+    items: tuple[FieldRule, ...] = ()
+    if expected_type == "lines":
+        raw = doc.get("items")
+        if not isinstance(raw, Mapping) or set(raw) != set(LINE_ITEMS):
+            raise PolicyFileError(f"policy: {where}.items must declare exactly {sorted(LINE_ITEMS)}")
+        items = tuple(_field(k, raw[k], f"{where}.items.{k}", LINE_ITEMS[k], True) for k in LINE_ITEMS)
+    return FieldRule(
+        name=name,
+        type=expected_type,
+        required=required,
+        purpose=_text(doc, "purpose", where),
+        retention=_text(doc, "retention", where),
+        coarsen=doc.get("coarsen"),
+        min=lo,
+        max=hi,
+        max_length=_int(doc, "max_length", where, 48 if expected_type != "document_id" else 64),
+        max_items=_int(doc, "max_items", where, 200),
+        items=items,
+    )
+
+
+class Policy:
+    """A loaded, validated policy. Build with :meth:`from_toml`, :meth:`load` or :meth:`default`."""
+
+    def __init__(self, doc: Mapping) -> None:
+        self.doc = doc
+        canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        self.fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
+        for key in doc:
+            if key not in ("policy", "retention", "requests", "storage"):
+                raise PolicyFileError(f"policy: unknown section [{key}]")
+        head = doc.get("policy", {})
+        self.title = _text(head, "title", "policy")
+        self.phone_region = str(head.get("phone_region", "DE"))
+        self.time_resolution = head.get("time_resolution", "day")
+        if self.time_resolution not in TIME_RESOLUTIONS:
+            raise PolicyFileError(f"policy: policy.time_resolution must be one of {', '.join(TIME_RESOLUTIONS)}")
+        ret = doc.get("retention", {})
+        self.documents_days = _int(ret, "documents_days", "retention")
+        self.history_days = _int(ret, "history_days", "retention")
+        if not self.documents_days or not self.history_days:
+            raise PolicyFileError("policy: retention.documents_days and retention.history_days must be set and > 0")
+        self.requests: dict[str, dict[str, FieldRule]] = {}
+        self.request_purpose: dict[str, str] = {}
+        for kind, spec in doc.get("requests", {}).items():
+            served = SERVED.get(kind)
+            if served is None:
+                raise PolicyFileError(f"policy: requests.{kind} is not a request kind anoncard serves")
+            self.request_purpose[kind] = _text(spec, "purpose", f"requests.{kind}")
+            fields = spec.get("fields", {})
+            for name in fields:
+                if name not in served:
+                    raise PolicyFileError(f"policy: requests.{kind}.fields.{name} is not a field anoncard can serve")
+            for name, (_t, needed) in served.items():
+                if needed and name not in fields:
+                    raise PolicyFileError(f"policy: requests.{kind}.fields.{name} is required by anoncard")
+            self.requests[kind] = {
+                name: _field(name, fields[name], f"requests.{kind}.fields.{name}", *served[name]) for name in fields
+            }
+        self.storage: dict[str, TableRule] = {}
+        for table, spec in doc.get("storage", {}).items():
+            where = f"storage.{table}"
+            columns = {}
+            for col, cspec in spec.get("columns", {}).items():
+                if not isinstance(cspec, Mapping) or cspec.get("type") not in COLUMN_TYPES:
+                    raise PolicyFileError(f"policy: {where}.columns.{col}.type must be one of {sorted(COLUMN_TYPES)}")
+                columns[col] = ColumnRule(cspec["type"], _text(cspec, "purpose", f"{where}.columns.{col}"))
+            self.storage[table] = TableRule(_text(spec, "purpose", where), _text(spec, "retention", where), columns)
+
+    @classmethod
+    def from_toml(cls, text: str) -> Policy:
+        """Raises PolicyFileError naming the entry that breaks a rule."""
+        try:
+            return cls(tomllib.loads(text))
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyFileError(f"policy: not valid TOML ({exc})") from None
+        except (AttributeError, TypeError) as exc:
+            raise PolicyFileError(f"policy: malformed ({exc})") from None
+
+    @classmethod
+    def load(cls, path: Path) -> Policy:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PolicyFileError(f"policy: {path} not found (run 'anoncard init')") from None
+        return cls.from_toml(text)
+
+    @classmethod
+    def default(cls) -> Policy:
+        return _default()
+
+    # -- the gate --------------------------------------------------------------
+
+    def coarsen(self, day: date) -> date:
+        """A day coarsened to the policy's time resolution."""
+        if self.time_resolution == "week":
+            return day - timedelta(days=day.weekday())
+        if self.time_resolution == "month":
+            return day.replace(day=1)
+        return day
+
+    def validate(self, kind: str, request: object, *, today: date | None = None) -> Record:
+        """Turn a raw request into its typed record, or refuse it.
+
+        Raises:
+            PolicyViolation: unknown kind, not a mapping, an undeclared or missing field,
+                personal data in a value, or a value breaking its rule; the message names
+                the field and the rule, never the value.
+            CardError: the card code is malformed or fails its check character.
+        """
+        fields = self.requests.get(kind)
+        if fields is None:
+            raise PolicyViolation(f"request kind {kind!r} is not allowed by the policy", field="op")
+        if not isinstance(request, Mapping):
+            raise PolicyViolation(f"{kind} request: must be a JSON object")
+        _only_declared(request, fields, kind, f"a {kind} request")
+        for name, rule in fields.items():
+            if rule.required and request.get(name) is None:
+                raise PolicyViolation(f"field '{name}': required in a {kind} request", field=name)
+        values = {name: self._value(rule, request.get(name), name, today) for name, rule in fields.items()}
+        return _BUILDERS[kind](values)
+
+    def _value(self, rule: FieldRule, value: object, where: str, today: date | None) -> object:
+        if value is None:
+            return None
+        if rule.type in _SCANNED and isinstance(value, str):
+            found = pii.scan(value, region=self.phone_region, today=today)
+            if found:
                 raise PolicyViolation(
-                    f"field '{where}.{label}': not allowed in a line (only category and amount)",
-                    field=f"{where}.{label}",
+                    f"field '{where}': looks like personal data ({', '.join(found)}); the policy keeps none",
+                    field=where,
                 )
-        if "category" not in line or "amount" not in line:
-            raise PolicyViolation(f"field '{where}': needs category and amount", field=where)
-        out.append(
-            Line(
-                _category(line["category"], f"{where}.category"),
-                parse_cents(line["amount"], f"{where}.amount", maximum=MAX_LINE_CENTS),
+        if rule.type == "card_code":
+            return cards.decode(value)
+        if rule.type == "count":
+            if isinstance(value, str) and value.isdigit():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool) or not rule.min <= value <= rule.max:
+                raise PolicyViolation(
+                    f"field '{where}': must be a whole number from {rule.min} to {rule.max}", field=where
+                )
+            return value
+        if rule.type == "amount":
+            cents = parse_cents(value, where, maximum=rule.max)
+            if cents < rule.min:
+                raise PolicyViolation(f"field '{where}': must be at least {format_cents(rule.min)}", field=where)
+            return cents
+        if rule.type == "lines":
+            return self._lines(rule, value, where, today)
+        return _string(rule, value, where)
+
+    def _lines(self, rule: FieldRule, value: object, where: str, today: date | None) -> tuple[Line, ...]:
+        if not isinstance(value, list | tuple):
+            raise PolicyViolation(f"field '{where}': must be a list of {{category, amount}} lines", field=where)
+        if not value:
+            raise PolicyViolation(f"field '{where}': the basket is empty", field=where)
+        if len(value) > rule.max_items:
+            raise PolicyViolation(f"field '{where}': at most {rule.max_items} lines", field=where)
+        items = {r.name: r for r in rule.items}
+        out = []
+        for i, line in enumerate(value):
+            at = f"{where}[{i}]"
+            if not isinstance(line, Mapping):
+                raise PolicyViolation(f"field '{at}': must be an object with category and amount", field=at)
+            _only_declared(line, items, None, "a line", prefix=f"{at}.")
+            if "category" not in line or "amount" not in line:
+                raise PolicyViolation(f"field '{at}': needs category and amount", field=at)
+            out.append(
+                Line(
+                    self._value(items["category"], line["category"], f"{at}.category", today),
+                    self._value(items["amount"], line["amount"], f"{at}.amount", today),
+                )
             )
-        )
-    return tuple(out)
+        return tuple(out)
+
+    # -- for people ----------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {"fingerprint": self.fingerprint, "policy": self.doc}
+
+    def to_markdown(self) -> str:
+        """The policy in words an auditor reads."""
+        out = [
+            f"# Data-minimisation policy: {self.title}",
+            "",
+            f"Fingerprint (SHA-256 of the canonical policy): `{self.fingerprint}`",
+            "",
+            f"- Every stored time is a calendar **{self.time_resolution}**; no clock time is kept.",
+            f"- Till documents are kept **{self.documents_days} days**, then compacted into one carried "
+            "points entry per card.",
+            f"- Dated category history is kept **{self.history_days} days**, then folded into undated totals.",
+            "- Cards live until their key version is retired; then they and all they held are purged.",
+            "- Every string value is scanned for personal data (" + ", ".join(pii.KINDS) + ") and refused if found.",
+            "- Any field not listed below is refused by name before anything is stored.",
+            "",
+            "## Requests",
+        ]
+        for kind, fields in self.requests.items():
+            out += ["", f"### {kind}", "", self.request_purpose[kind], ""]
+            out += ["| field | type | required | bounds | purpose | retention |", "|---|---|---|---|---|---|"]
+            for rule in fields.values():
+                out.append(_row(rule, rule.name))
+                out += [_row(item, f"{rule.name}[].{item.name}") for item in rule.items]
+        out += ["", "## Storage", ""]
+        for table, spec in self.storage.items():
+            out += [f"### {table}", "", f"{spec.purpose}. Retention: {spec.retention}.", ""]
+            out += ["| column | type | purpose |", "|---|---|---|"]
+            out += [f"| {c} | {r.type} | {r.purpose} |" for c, r in spec.columns.items()]
+            out.append("")
+        return "\n".join(out)
 
 
-def _card(value: object) -> CardSecret:
-    return cards.decode(value)
+def _row(rule: FieldRule, name: str) -> str:
+    bounds = []
+    if rule.type == "amount":
+        bounds.append(f"{format_cents(rule.min)} to {format_cents(rule.max)} EUR")
+    elif rule.type == "count":
+        bounds.append(f"{rule.min} to {rule.max}")
+    elif rule.type == "lines":
+        bounds.append(f"at most {rule.max_items} lines")
+    elif rule.type in _SCANNED:
+        bounds.append(f"at most {rule.max_length} characters")
+    if rule.coarsen:
+        bounds.append(f"coarsened: {rule.coarsen}")
+    return (
+        f"| {name} | {rule.type} | {'yes' if rule.required else 'no'} | {'; '.join(bounds)} | {rule.purpose} "
+        f"| {rule.retention} |"
+    )
 
 
-def _issue(r: Mapping) -> IssueRequest:
-    n = r["count"]
-    if isinstance(n, str) and n.isdigit():
-        n = int(n)
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_ISSUE:
-        raise PolicyViolation(f"field 'count': must be a whole number from 1 to {MAX_ISSUE}", field="count")
-    return IssueRequest(n)
+def _only_declared(mapping: Mapping, allowed: Mapping, kind: str | None, what: str, prefix: str = "") -> None:
+    for name in mapping:
+        if name not in allowed:
+            label = name if isinstance(name, str) and len(name) <= 40 else "<field>"
+            raise PolicyViolation(
+                f"field '{prefix}{label}': not allowed in {what} (the policy keeps only what serves the customer)",
+                field=f"{prefix}{label}",
+            )
 
 
-def _checkout(r: Mapping) -> CheckoutRequest:
-    return CheckoutRequest(_card(r["card"]), _document(r["txn"], "txn"), _lines(r["lines"]))
+def _string(rule: FieldRule, value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise PolicyViolation(f"field '{where}': must be a string", field=where)
+    limit = rule.max_length
+    if rule.type == "category":
+        norm = " ".join(value.split()).lower()
+        if not norm or len(norm) > limit or not _CATEGORY.fullmatch(norm):
+            raise PolicyViolation(
+                f"field '{where}': a product category is 1-{limit} letters, digits, spaces and & / , . ' ( ) + -",
+                field=where,
+            )
+        return norm
+    if rule.type == "document_id":
+        if not 1 <= len(value) <= limit or not _DOCUMENT.fullmatch(value):
+            raise PolicyViolation(
+                f"field '{where}': must be 1-{limit} characters of letters, digits and . _ : / - "
+                "(a till document number)",
+                field=where,
+            )
+        return value
+    if not 1 <= len(value) <= limit or not _NAME.fullmatch(value):
+        raise PolicyViolation(f"field '{where}': must be a reward name from the catalogue", field=where)
+    return value
 
 
-def _refund(r: Mapping) -> RefundRequest:
-    lines = None if r.get("lines") is None else _lines(r["lines"])
-    refund_id = None if r.get("refund_id") is None else _document(r["refund_id"], "refund_id")
+def _issue(v: dict) -> IssueRequest:
+    return IssueRequest(v["count"])
+
+
+def _checkout(v: dict) -> CheckoutRequest:
+    return CheckoutRequest(v["card"], v["txn"], v["lines"])
+
+
+def _refund(v: dict) -> RefundRequest:
+    lines, refund_id = v.get("lines"), v.get("refund_id")
     if lines is not None and refund_id is None:
         raise PolicyViolation(
             "field 'refund_id': required for a partial refund, so a retry is told apart from a second refund",
             field="refund_id",
         )
-    return RefundRequest(_document(r["txn"], "txn"), refund_id, lines)
+    return RefundRequest(v["txn"], refund_id, lines)
 
 
-def _balance(r: Mapping) -> BalanceRequest:
-    return BalanceRequest(_card(r["card"]))
+def _balance(v: dict) -> BalanceRequest:
+    return BalanceRequest(v["card"])
 
 
-def _redeem(r: Mapping) -> RedeemRequest:
-    reward = r["reward"]
-    if not isinstance(reward, str) or not _NAME.fullmatch(reward):
-        raise PolicyViolation("field 'reward': must be a reward name from the catalogue", field="reward")
-    return RedeemRequest(_card(r["card"]), _document(r["txn"], "txn"), reward)
+def _redeem(v: dict) -> RedeemRequest:
+    return RedeemRequest(v["card"], v["txn"], v["reward"])
 
 
 _BUILDERS = {"issue": _issue, "checkout": _checkout, "refund": _refund, "balance": _balance, "redeem": _redeem}
+
+
+def default_text() -> str:
+    """The text of the policy that ships with anoncard (what ``init`` writes)."""
+    return resources.files("anoncard").joinpath("policy.toml").read_text(encoding="utf-8")
+
+
+@cache
+def _default() -> Policy:
+    return Policy.from_toml(default_text())
+
+
+def validate(kind: str, request: object, *, today: date | None = None) -> Record:
+    """Validate against the default policy (see :meth:`Policy.validate`)."""
+    return _default().validate(kind, request, today=today)

@@ -24,19 +24,19 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 
-from . import policy
 from .cards import CardSecret, generate
-from .errors import LedgerError, UnknownCard
+from .errors import LedgerError, PolicyFileError, UnknownCard
 from .keyring import PRIMARY, RETIRED, VERIFY_ONLY, KeyRing
 from .money import format_cents
+from .policy import Policy, default_text
 from .programme import DEFAULT_TOML, Programme
 from .store import Card, Document, Store
 
-DB_NAME, KEYRING_NAME, PROGRAMME_NAME = "anoncard.db", "keyring.json", "programme.toml"
+DB_NAME, KEYRING_NAME, PROGRAMME_NAME, POLICY_NAME = "anoncard.db", "keyring.json", "programme.toml", "policy.toml"
 _STATE_ORDER = {PRIMARY: 0, VERIFY_ONLY: 1, RETIRED: 2}
 
 When = date | datetime | None
@@ -94,15 +94,20 @@ def init_home(home: Path, *, today: date | None = None) -> list[str]:
     if not ring_path.exists():
         KeyRing.create((today or date.today()).isoformat()).save(ring_path)
         created.append(KEYRING_NAME)
-    prog_path = home / PROGRAMME_NAME
-    if not prog_path.exists():
-        prog_path.write_text(DEFAULT_TOML, encoding="utf-8")
-        created.append(PROGRAMME_NAME)
+    for name, text in ((PROGRAMME_NAME, DEFAULT_TOML), (POLICY_NAME, default_text())):
+        if not (home / name).exists():
+            (home / name).write_text(text, encoding="utf-8")
+            created.append(name)
     db_path = home / DB_NAME
     if not db_path.exists():
         created.append(DB_NAME)
     Service.open(home).close()
     return created
+
+
+def event_payload(event_id: int, at: str, kind: str, detail: str) -> bytes:
+    """The bytes of one event that its chain link covers."""
+    return json.dumps([event_id, at, kind, detail], separators=(",", ":")).encode()
 
 
 class Service:
@@ -113,28 +118,48 @@ class Service:
         store: Store,
         ring: KeyRing,
         programme: Programme,
+        policy: Policy | None = None,
         *,
         ring_path: Path | None = None,
         clock: Callable[[], datetime] = datetime.now,
+        check_policy: bool = True,
     ) -> None:
         self.store, self.ring, self.programme = store, ring, programme
+        self.policy = policy or Policy.default()
         self.ring_path = ring_path
         self.clock = clock
         self._reconcile_keys()
+        self._check_policy(strict=check_policy)
 
     @classmethod
-    def open(cls, home: Path, *, clock: Callable[[], datetime] = datetime.now, synchronous: str = "FULL") -> Service:
+    def open(
+        cls,
+        home: Path,
+        *,
+        clock: Callable[[], datetime] = datetime.now,
+        synchronous: str = "FULL",
+        check_policy: bool = True,
+    ) -> Service:
         """Open an initialised home.
 
+        ``check_policy=False`` opens a home whose policy file differs from the one last
+        applied - only the audit does that, to report it.
+
         Raises:
-            KeyRingError, ProgrammeError, StoreError: a file is missing or invalid.
+            KeyRingError, ProgrammeError, PolicyFileError, StoreError: a file is missing
+                or invalid, or the policy file was changed without ``policy apply``.
         """
         home = Path(home)
         ring_path = home / KEYRING_NAME
         ring = KeyRing.load(ring_path)
         programme = Programme.load(home / PROGRAMME_NAME)
+        policy = Policy.load(home / POLICY_NAME)
         store = Store(home / DB_NAME, synchronous=synchronous)
-        return cls(store, ring, programme, ring_path=ring_path, clock=clock)
+        try:
+            return cls(store, ring, programme, policy, ring_path=ring_path, clock=clock, check_policy=check_policy)
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
         self.store.close()
@@ -148,12 +173,41 @@ class Service:
     # -- helpers -------------------------------------------------------------------
 
     def _day(self, at: When) -> str:
+        """The stored form of a time: a calendar day, coarsened as the policy says."""
         when = self.clock() if at is None else at
         if isinstance(when, datetime):
-            return when.date().isoformat()
-        if isinstance(when, date):
-            return when.isoformat()
-        raise TypeError("at must be a date or datetime")
+            when = when.date()
+        elif not isinstance(when, date):
+            raise TypeError("at must be a date or datetime")
+        return self.policy.coarsen(when).isoformat()
+
+    def _validate(self, kind: str, request: Mapping):
+        return self.policy.validate(kind, request, today=self.clock().date())
+
+    def _record(self, kind: str, detail: dict) -> None:
+        """Append an operator event to the hash-chained log (inside a transaction)."""
+        last = self.store.last_event()
+        event_id, previous = (1, bytes(32)) if last is None else (last[0] + 1, last[1])
+        at = self.clock().isoformat(timespec="seconds")
+        body = json.dumps(detail, sort_keys=True, separators=(",", ":"))
+        mac = self.ring.event_mac(previous, event_payload(event_id, at, kind, body))
+        self.store.add_event(event_id, at, kind, body, mac)
+
+    def recorded_policy(self) -> str | None:
+        """Fingerprint of the policy last applied, as the event log records it."""
+        applied = self.store.events("policy_applied")
+        return json.loads(applied[-1][3])["new"] if applied else None
+
+    def _check_policy(self, *, strict: bool) -> None:
+        recorded = self.recorded_policy()
+        if recorded is None:
+            with self.store.transaction():
+                self._record("policy_applied", {"old": None, "new": self.policy.fingerprint})
+        elif recorded != self.policy.fingerprint and strict:
+            raise PolicyFileError(
+                f"policy: the policy file (fingerprint {self.policy.fingerprint[:12]}) is not the one last applied "
+                f"({recorded[:12]}); change it only with 'anoncard policy apply FILE'"
+            )
 
     def _resolve(self, secret: CardSecret) -> tuple[Card, bool]:
         """Find the card (inside a transaction); re-link it to the primary key if needed."""
@@ -216,7 +270,7 @@ class Service:
         Raises:
             PolicyViolation: count missing or out of range.
         """
-        rec = policy.validate("issue", request)
+        rec = self._validate("issue", request)
         secrets_ = [generate() for _ in range(rec.count)]
         primary = self.ring.primary
         with self.store.transaction():
@@ -233,7 +287,7 @@ class Service:
             UnknownCard: no card matches under any live key.
             LedgerError: the document number was used with other content.
         """
-        rec = policy.validate("checkout", request)
+        rec = self._validate("checkout", request)
         day = self._day(at)
         lines = sorted((ln.category, ln.cents) for ln in rec.lines)
         spend = sum(c for _, c in lines)
@@ -289,7 +343,7 @@ class Service:
             LedgerError: unknown checkout, nothing left to refund, a line beyond what
                 remains of the original, or a refund id reused with other content.
         """
-        rec = policy.validate("refund", request)
+        rec = self._validate("refund", request)
         self._day(at)  # refunds change the original day's history; validate `at` all the same
         refund_id = rec.refund_id or f"{rec.txn}#full"
         ref = self.ring.reference("refund", refund_id)
@@ -377,7 +431,7 @@ class Service:
             UnknownCard: no card matches.
             LedgerError: not enough points, or the document number was used with other content.
         """
-        rec = policy.validate("redeem", request)
+        rec = self._validate("redeem", request)
         reward = self.programme.reward(rec.reward)
         day = self._day(at)
         ref = self.ring.reference("redeem", rec.txn)
@@ -417,7 +471,7 @@ class Service:
             PolicyViolation, CardError: the gate refused the request.
             UnknownCard: no card matches.
         """
-        rec = policy.validate("balance", request)
+        rec = self._validate("balance", request)
         with self.store.transaction():
             card, relinked = self._resolve(rec.card)
             points = self.store.balance(card.id)
@@ -449,6 +503,7 @@ class Service:
         with self.store.transaction():
             for v in self.ring.versions:
                 self.store.set_key_state(v.version, v.state)
+            self._record("key_rotated", {"primary": new.version})
         return new.version
 
     def retire_key(self) -> Retirement:
@@ -464,6 +519,44 @@ class Service:
         with self.store.transaction():
             self.store.set_key_state(version, RETIRED)
             purged = self.store.purge_key_version(version)
+            self._record("key_retired", {"version": version, "cards_purged": purged})
         self.ring.retire(version)
         self._save_ring()
         return Retirement(version, purged)
+
+    # -- policy and retention -------------------------------------------------------
+
+    def apply_policy(self, text: str, path: Path | None = None) -> dict:
+        """Adopt a new policy: validate it, record old and new fingerprints, write the file.
+
+        Raises:
+            PolicyFileError: the new policy is invalid (nothing changes).
+        """
+        new = Policy.from_toml(text)
+        old = self.recorded_policy()
+        with self.store.transaction():
+            self._record("policy_applied", {"old": old, "new": new.fingerprint})
+        if path is not None:
+            tmp = Path(path).with_suffix(".toml.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        self.policy = new
+        return {"old": old, "new": new.fingerprint}
+
+    def purge(self, *, at: When = None) -> dict:
+        """Apply the policy's retention: compact old documents, fold old history.
+
+        Balances never change: the transaction is rolled back if one would.
+        """
+        today = date.fromisoformat(self._day(at))
+        doc_cutoff = (today - timedelta(days=self.policy.documents_days)).isoformat()
+        hist_cutoff = (today - timedelta(days=self.policy.history_days)).isoformat()
+        with self.store.transaction():
+            before = self.store.balances()
+            with self.store.maintenance():
+                counts = self.store.compact_documents(doc_cutoff) | self.store.fold_history(hist_cutoff)
+            if self.store.balances() != before:
+                raise LedgerError("retention purge would change a balance; nothing was purged")
+            counts |= {"documents before": doc_cutoff, "history before": hist_cutoff}
+            self._record("retention_purge", counts)
+        return counts

@@ -40,16 +40,22 @@ BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS ledger_delete_only_retired BEFORE DELETE ON ledger
 WHEN (SELECT k.state FROM cards c JOIN key_versions k ON k.version = c.key_version
       WHERE c.id = OLD.card_id) IS NOT 'retired'
+ AND (SELECT active FROM maintenance WHERE id = 1) IS NOT 1
 BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS txns_no_update BEFORE UPDATE ON txns
 BEGIN SELECT RAISE(ABORT, 'till documents are immutable'); END;
 CREATE TRIGGER IF NOT EXISTS txns_delete_only_retired BEFORE DELETE ON txns
 WHEN (SELECT k.state FROM cards c JOIN key_versions k ON k.version = c.key_version
       WHERE c.id = OLD.card_id) IS NOT 'retired'
+ AND (SELECT active FROM maintenance WHERE id = 1) IS NOT 1
 BEGIN SELECT RAISE(ABORT, 'till documents are immutable'); END;
 CREATE TRIGGER IF NOT EXISTS cards_key_forward BEFORE UPDATE OF key_version ON cards
 WHEN NEW.key_version <= OLD.key_version
 BEGIN SELECT RAISE(ABORT, 'a card is only re-linked to a newer key version'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS txns_kind BEFORE INSERT ON txns
 WHEN NEW.kind NOT IN ('checkout', 'refund', 'redeem')
 BEGIN SELECT RAISE(ABORT, 'unknown document kind'); END;
@@ -98,7 +104,7 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
     db["ledger"].create(
         {"id": int, "card_id": int, "txn_id": int, "points": int, "day": str},
         pk="id",
-        not_null={"card_id", "txn_id", "points", "day"},
+        not_null={"card_id", "points", "day"},
         foreign_keys=[("card_id", "cards", "id"), ("txn_id", "txns", "id")],
         strict=True,
         if_not_exists=True,
@@ -121,6 +127,23 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
         strict=True,
         if_not_exists=True,
     )
+    db["affinity"].create(
+        {"card_id": int, "category": str, "spend_cents": int, "baskets": int},
+        pk=("card_id", "category"),
+        not_null={"spend_cents", "baskets"},
+        foreign_keys=[("card_id", "cards", "id")],
+        strict=True,
+        if_not_exists=True,
+    )
+    db["events"].create(
+        {"id": int, "at": str, "kind": str, "detail": str, "mac": bytes},
+        pk="id",
+        not_null={"at", "kind", "detail", "mac"},
+        strict=True,
+        if_not_exists=True,
+    )
+    db["maintenance"].create({"id": int, "active": int}, pk="id", not_null={"active"}, strict=True, if_not_exists=True)
+    conn.execute("INSERT OR IGNORE INTO maintenance (id, active) VALUES (1, 0)")
     conn.executescript(_TRIGGERS)
 
 
@@ -252,7 +275,7 @@ class Store:
     def purge_key_version(self, key_version: int) -> int:
         """Delete every card under ``key_version`` (which must be retired) and all it held."""
         where = "card_id IN (SELECT id FROM cards WHERE key_version = ?)"
-        for table in ("ledger", "txns", "history", "visits"):
+        for table in ("ledger", "txns", "history", "visits", "affinity"):
             if table == "txns":  # refunds point at their checkout: children first
                 self.conn.execute(f"DELETE FROM txns WHERE parent_id IS NOT NULL AND {where}", (key_version,))
             self.conn.execute(f"DELETE FROM {table} WHERE {where}", (key_version,))
@@ -347,5 +370,99 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         """Row counts per table, for summaries and audits."""
-        tables = ("cards", "txns", "ledger", "history", "visits")
+        tables = ("cards", "txns", "ledger", "history", "visits", "affinity", "events")
         return {t: self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+
+    # -- retention -----------------------------------------------------------------
+
+    @contextmanager
+    def maintenance(self) -> Iterator[None]:
+        """Inside a transaction: let the ledger compact (the triggers check this flag)."""
+        self.conn.execute("UPDATE maintenance SET active = 1 WHERE id = 1")
+        try:
+            yield
+        finally:
+            self.conn.execute("UPDATE maintenance SET active = 0 WHERE id = 1")
+
+    def balances(self) -> dict[int, int]:
+        return dict(self.conn.execute("SELECT card_id, sum(points) FROM ledger GROUP BY card_id"))
+
+    def compact_documents(self, cutoff: str) -> dict[str, int]:
+        """Fold documents dated before ``cutoff`` into one carried ledger entry per card.
+
+        Needs :meth:`maintenance`. Balances do not change: each card's entries (old carried
+        entries included) become one entry with their sum.
+        """
+        old_docs = "SELECT id FROM txns WHERE day < ?"
+        carried = self.conn.execute(
+            "SELECT card_id, sum(points) FROM ledger"
+            f" WHERE txn_id IN ({old_docs}) OR (txn_id IS NULL AND card_id IN"
+            "   (SELECT card_id FROM txns WHERE day < ?))"
+            " GROUP BY card_id",
+            (cutoff, cutoff),
+        ).fetchall()
+        self.conn.execute(
+            f"DELETE FROM ledger WHERE txn_id IN ({old_docs})"
+            " OR (txn_id IS NULL AND card_id IN (SELECT card_id FROM txns WHERE day < ?))",
+            (cutoff, cutoff),
+        )
+        self.conn.execute("DELETE FROM txns WHERE day < ? AND parent_id IS NOT NULL", (cutoff,))
+        documents = self.conn.execute("DELETE FROM txns WHERE day < ?", (cutoff,)).rowcount
+        self.conn.executemany(
+            "INSERT INTO ledger (card_id, txn_id, points, day) VALUES (?, NULL, ?, ?)",
+            [(card_id, points, cutoff) for card_id, points in carried],
+        )
+        return {"documents compacted": documents, "carried entries": len(carried)}
+
+    def fold_history(self, cutoff: str) -> dict[str, int]:
+        """Fold dated history before ``cutoff`` into undated per-card totals; drop old visits."""
+        self.conn.execute(
+            "INSERT INTO affinity (card_id, category, spend_cents, baskets)"
+            " SELECT card_id, category, sum(spend_cents), sum(baskets) FROM history WHERE day < ?"
+            " GROUP BY card_id, category"
+            " ON CONFLICT(card_id, category) DO UPDATE SET"
+            " spend_cents = spend_cents + excluded.spend_cents, baskets = baskets + excluded.baskets",
+            (cutoff,),
+        )
+        history = self.conn.execute("DELETE FROM history WHERE day < ?", (cutoff,)).rowcount
+        visits = self.conn.execute("DELETE FROM visits WHERE day < ?", (cutoff,)).rowcount
+        return {"history rows folded": history, "visit rows dropped": visits}
+
+    # -- event log ---------------------------------------------------------------------
+
+    def last_event(self) -> tuple[int, bytes] | None:
+        return self.conn.execute("SELECT id, mac FROM events ORDER BY id DESC LIMIT 1").fetchone()
+
+    def add_event(self, event_id: int, at: str, kind: str, detail: str, mac: bytes) -> None:
+        self.conn.execute(
+            "INSERT INTO events (id, at, kind, detail, mac) VALUES (?, ?, ?, ?, ?)", (event_id, at, kind, detail, mac)
+        )
+
+    def events(self, kind: str | None = None) -> list[tuple[int, str, str, str, bytes]]:
+        """``(id, at, kind, detail, mac)`` in order, optionally of one kind."""
+        if kind is None:
+            return self.conn.execute("SELECT id, at, kind, detail, mac FROM events ORDER BY id").fetchall()
+        return self.conn.execute(
+            "SELECT id, at, kind, detail, mac FROM events WHERE kind = ? ORDER BY id", (kind,)
+        ).fetchall()
+
+    # -- read-only inspection for the audit -------------------------------------------
+
+    def schema(self) -> dict[str, list[str]]:
+        """Every table and its columns, as SQLite itself reports them (via sqlite-utils)."""
+        import sqlite_utils
+
+        db = sqlite_utils.Database(self.conn)
+        return {t.name: [c.name for c in t.columns] for t in db.tables if not t.name.startswith("sqlite_")}
+
+    def distinct_values(self, table: str, column: str) -> list[object]:
+        """Distinct non-null values of one column (names come from :meth:`schema`, never from input)."""
+        return [
+            v for (v,) in self.conn.execute(f'SELECT DISTINCT "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL')
+        ]
+
+    def count_before(self, table: str, column: str, day: str) -> int:
+        return self.conn.execute(f'SELECT count(*) FROM "{table}" WHERE "{column}" < ?', (day,)).fetchone()[0]
+
+    def integrity_check(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("PRAGMA integrity_check")]

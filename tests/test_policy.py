@@ -17,6 +17,7 @@ VALID = {
     "balance": {"card": CODE},
     "redeem": {"card": CODE, "txn": "s7-t3-000124", "reward": "coffee"},
 }
+REQUESTS = policy.Policy.default().requests
 HOSTILE = ["email", "name", "phone", "birth_date", "address", "iban", "card_pan", "age", "income", "at", "store"]
 
 
@@ -48,13 +49,11 @@ def test_hostile_fields_are_refused_by_name(kind, field):
 
 @given(
     kind=st.sampled_from(sorted(VALID)),
-    extra=st.text(min_size=1, max_size=30).filter(
-        lambda s: s not in policy.FIELDS["checkout"] | policy.FIELDS["refund"]
-    ),
+    extra=st.text(min_size=1, max_size=30),
     value=st.one_of(st.none(), st.integers(), st.text(max_size=20), st.lists(st.integers(), max_size=3)),
 )
 def test_any_undeclared_field_is_refused(kind, extra, value):
-    if extra in policy.FIELDS[kind]:
+    if extra in REQUESTS[kind]:
         return
     with pytest.raises(PolicyViolation, match="not allowed"):
         policy.validate(kind, {**VALID[kind], extra: value})
@@ -96,7 +95,7 @@ def test_partial_refund_needs_an_id():
     assert policy.validate("refund", {"txn": "t1"}).lines is None
 
 
-@pytest.mark.parametrize("count", [0, -1, "x", 1.5, True, policy.MAX_ISSUE + 1])
+@pytest.mark.parametrize("count", [0, -1, "x", 1.5, True, 100_001])
 def test_issue_count_bounds(count):
     with pytest.raises(PolicyViolation, match="'count'"):
         policy.validate("issue", {"count": count})
@@ -105,14 +104,15 @@ def test_issue_count_bounds(count):
 def test_not_a_mapping_and_unknown_kind():
     with pytest.raises(PolicyViolation, match="JSON object"):
         policy.validate("checkout", ["card"])
-    with pytest.raises(PolicyViolation, match="unknown request kind"):
+    with pytest.raises(PolicyViolation, match="not allowed by the policy"):
         policy.validate("export", {})
 
 
 def test_every_declared_field_states_its_purpose():
-    for kind, fields in policy.FIELDS.items():
-        for name, (_required, purpose) in fields.items():
-            assert len(purpose) > 15, (kind, name)
+    for kind, fields in REQUESTS.items():
+        for name, rule in fields.items():
+            assert len(rule.purpose) > 15, (kind, name)
+            assert rule.retention, (kind, name)
 
 
 @given(
