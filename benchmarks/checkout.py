@@ -76,9 +76,7 @@ def raw_setup(path: Path, cards: int) -> list[bytes]:
 def run_raw(path: Path, secrets_: list[bytes], n: int, synchronous: str, seed: int) -> float:
     rng = random.Random(seed)
     key = b"k" * 32
-    work = [
-        (rng.choice(secrets_), [(c, rng.randint(50, 1500)) for c in rng.sample(CATEGORIES, 5)]) for _ in range(n)
-    ]
+    work = [(rng.choice(secrets_), [(c, rng.randint(50, 1500)) for c in rng.sample(CATEGORIES, 5)]) for _ in range(n)]
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     t0 = time.perf_counter()
