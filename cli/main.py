@@ -338,18 +338,27 @@ def keys_retire(obj, as_json, yes):
 @click.option("--seed", default=2014, show_default=True)
 @click.option("--cards", default=200, show_default=True)
 @click.option("--checkouts", default=1500, show_default=True)
-def demo(obj, as_json, seed, cards, checkouts):
-    """Play a store week in a temporary home and summarise it.
+@click.option(
+    "--into",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Play in this new home and keep it (e.g. to audit it); default: a temporary home.",
+)
+def demo(obj, as_json, seed, cards, checkouts, into):
+    """Play a store week (the week ending today) in a temporary home and summarise it.
 
     \b
     Example:
       anoncard demo
+      anoncard demo --into ./demo-home && anoncard --home ./demo-home audit
     """
     from anoncard import demo as demo_mod
 
+    if into is not None and into.exists() and any(into.iterdir()):
+        raise PolicyViolation(f"field 'into': {into} exists and is not empty; the demo needs a new home", field="into")
     with tempfile.TemporaryDirectory(prefix="anoncard-demo-") as tmp:
-        init_home(Path(tmp))
-        with Service.open(Path(tmp), synchronous="NORMAL") as svc:
+        where = into or Path(tmp)
+        init_home(where)
+        with Service.open(where, synchronous="NORMAL") as svc:
             if as_json or not sys.stderr.isatty():
                 summary = demo_mod.run(svc, seed=seed, cards=cards, checkouts=checkouts)
             else:
@@ -363,3 +372,96 @@ def demo(obj, as_json, seed, cards, checkouts):
         if isinstance(value, dict):
             value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
         click.echo(f"{key:<{width}}  {value}")
+
+
+@main.group("policy")
+def policy_group() -> None:
+    """The data-minimisation policy: show it, apply a new one."""
+
+
+@command(policy_group, "show")
+def policy_show(obj, as_json):
+    """The policy in words an auditor reads (Markdown), with its fingerprint.
+
+    \b
+    Example:
+      anoncard policy show > policy.md
+      anoncard policy show --json | jq .fingerprint
+    """
+    from anoncard.policy import Policy
+
+    policy = Policy.load(obj["home"] / "policy.toml")
+    _print(as_json, policy.to_dict(), policy.to_markdown())
+
+
+@command(policy_group, "apply")
+@click.argument("new_policy", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def policy_apply(obj, as_json, new_policy):
+    """Adopt NEW_POLICY: validate it, record old and new fingerprints in the event log.
+
+    \b
+    Example:
+      anoncard policy apply ./policy-2027.toml
+    """
+    text = new_policy.read_text(encoding="utf-8")
+    with Service.open(obj["home"], check_policy=False) as svc:
+        change = svc.apply_policy(text, obj["home"] / "policy.toml")
+    _print(as_json, change, f"policy applied: {str(change['old'])[:16]} -> {change['new'][:16]} (recorded)")
+
+
+@command(main, "purge")
+@click.option("--at", help="Day to apply retention as of (ISO date); default today.")
+def purge(obj, as_json, at):
+    """Apply the policy's retention: compact old documents, fold old history.
+
+    Balances never change. The purge is recorded in the event log.
+
+    \b
+    Example:
+      anoncard purge
+    """
+    when = _at(at)
+    with _open(obj) as svc:
+        counts = svc.purge(at=when)
+    _print(as_json, counts, "\n".join(f"{k}: {v}" for k, v in counts.items()))
+
+
+@command(main, "audit")
+@click.option(
+    "--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here (.md, .html or .json)."
+)
+@click.option("--at", help="Day to audit retention as of (ISO date); default today.")
+def audit_cmd(obj, as_json, report, at):
+    """Verify what is stored against the policy; exit 0 only when every check passes.
+
+    \b
+    Example:
+      anoncard audit --report audit.md
+      anoncard audit --json
+    """
+    from anoncard import audit
+    from anoncard.errors import AuditFailed
+
+    when = _at(at)
+    day = when.date() if isinstance(when, datetime) else when
+    if sys.stderr.isatty() and not as_json:
+        with click.progressbar(length=8, label="auditing", file=sys.stderr) as bar:
+            result = audit.run(obj["home"], today=day, progress=lambda _name: bar.update(1))
+    else:
+        result = audit.run(obj["home"], today=day)
+    if report is not None:
+        fmt = {".md": "md", ".html": "html", ".htm": "html", ".json": "json"}.get(report.suffix.lower(), "md")
+        report.write_text(result.render(fmt), encoding="utf-8")
+    if as_json:
+        click.echo(result.to_json(), nl=False)
+    else:
+        for c in result.checks:
+            click.echo(f"{'pass' if c.passed else 'FAIL'}  {c.key} {c.title}: {c.evidence}")
+            for d in c.details:
+                click.echo(f"        {d}")
+        click.echo(f"audit {'passed' if result.passed else 'FAILED'}")
+    if not result.passed:
+        failed = ", ".join(f"{c.key} {c.title}" for c in result.checks if not c.passed)
+        exc = AuditFailed(f"audit failed: {failed}")
+        click.echo(f"Error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)

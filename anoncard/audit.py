@@ -1,0 +1,311 @@
+"""The auditor's checks: is what is stored what the policy allows?
+
+Design overview. The audit trusts nothing the operator says. It reads the policy
+file and recomputes its fingerprint, introspects the database with sqlite-utils,
+reads every distinct stored value of every text column, reads the key ring file
+as raw JSON, and re-verifies the event log's HMAC chain from the first event. Each
+check yields a :class:`Check` with a pass/fail verdict, evidence counts and the
+details a person needs to act; :class:`Report` renders them as JSON, Markdown or
+HTML. No check repeats a stored value it flags as personal data - only where it is.
+
+Checks: (a) policy fingerprint matches the last one recorded; (b) every table and
+column is declared; (c) stored text holds no personal data; (d) stored values match
+their declared types (days without clock time, opaque blobs of the right size);
+(e) retention holds; (f) key states: no card under a retired version, no retired
+material left, ring file private, ring and database agree; (g) the event log chain
+verifies; (h) SQLite's integrity check.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import stat
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+from . import pii
+from .policy import _CATEGORY, _NAME, Policy
+from .service import KEYRING_NAME, Service, event_payload
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}([+-]\d{2}:\d{2})?")
+_BLOB_SIZE = {"blob32": 32, "blob16": 16}
+_SCANNED_TYPES = {"category", "name", "lines_json", "json"}
+
+
+@dataclass
+class Check:
+    key: str
+    title: str
+    passed: bool
+    evidence: str
+    details: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    home: str
+    day: str
+    policy_fingerprint: str
+    checks: list[Check]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, **asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def to_markdown(self) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        out = [
+            f"# anoncard audit: {verdict}",
+            "",
+            f"- home: `{self.home}`",
+            f"- day: {self.day}",
+            f"- policy fingerprint: `{self.policy_fingerprint}`",
+            "",
+            "| check | result | evidence |",
+            "|---|---|---|",
+        ]
+        out += [f"| {c.key} {c.title} | {'pass' if c.passed else '**FAIL**'} | {c.evidence} |" for c in self.checks]
+        for c in self.checks:
+            if c.details:
+                out += ["", f"## {c.key} {c.title}", ""] + [f"- {d}" for d in c.details]
+        return "\n".join(out) + "\n"
+
+    def to_html(self) -> str:
+        e = html.escape
+        rows = "".join(
+            f"<tr class={'pass' if c.passed else 'fail'}><td>{e(c.key)} {e(c.title)}</td>"
+            f"<td>{'pass' if c.passed else 'FAIL'}</td><td>{e(c.evidence)}</td></tr>"
+            for c in self.checks
+        )
+        details = "".join(
+            f"<h2>{e(c.key)} {e(c.title)}</h2><ul>" + "".join(f"<li>{e(d)}</li>" for d in c.details) + "</ul>"
+            for c in self.checks
+            if c.details
+        )
+        return (
+            "<!doctype html><html><head><meta charset=utf-8><title>anoncard audit</title><style>"
+            "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #999;padding:.3em .6em}.fail{background:#fdd}.pass{background:#dfd}"
+            f"</style></head><body><h1>anoncard audit: {'PASS' if self.passed else 'FAIL'}</h1>"
+            f"<p>home <code>{e(self.home)}</code>, day {e(self.day)}, policy fingerprint "
+            f"<code>{e(self.policy_fingerprint)}</code></p>"
+            f"<table><tr><th>check</th><th>result</th><th>evidence</th></tr>{rows}</table>{details}</body></html>\n"
+        )
+
+    def render(self, fmt: str) -> str:
+        return {"json": self.to_json, "md": self.to_markdown, "html": self.to_html}[fmt]()
+
+
+def run(home: Path, *, today: date | None = None, progress: Callable[[str], None] | None = None) -> Report:
+    """Audit a home. Never writes to it."""
+    home = Path(home)
+    svc = Service.open(home, check_policy=False)
+    try:
+        today = today or svc.clock().date()
+        step = progress or (lambda _name: None)
+        checks = []
+        for fn in (_fingerprint, _schema, _personal_data, _types, _retention, _keys, _event_chain, _integrity):
+            step(fn.__name__.strip("_"))
+            checks.append(fn(svc, home, today))
+        return Report(str(home), today.isoformat(), svc.policy.fingerprint, checks)
+    finally:
+        svc.close()
+
+
+def _fingerprint(svc: Service, home: Path, today: date) -> Check:
+    recorded = svc.recorded_policy()
+    actual = Policy.load(home / "policy.toml").fingerprint
+    ok = recorded == actual
+    details = [] if ok else [f"recorded {recorded}", f"policy file {actual}"]
+    return Check("a", "policy fingerprint matches the event log", ok, f"fingerprint {actual[:16]}…", details)
+
+
+def _schema(svc: Service, home: Path, today: date) -> Check:
+    schema = svc.store.schema()
+    declared = svc.policy.storage
+    extra = []
+    for table, columns in schema.items():
+        if table not in declared:
+            extra.append(f"table {table} is not declared in the policy")
+            continue
+        extra += [
+            f"column {table}.{c} is not declared in the policy" for c in columns if c not in declared[table].columns
+        ]
+    n_cols = sum(len(c) for c in schema.values())
+    return Check(
+        "b", "every table and column is declared", not extra, f"{len(schema)} tables, {n_cols} columns checked", extra
+    )
+
+
+def _columns(svc: Service, types: set[str] | None = None):
+    schema = svc.store.schema()
+    for table, spec in svc.policy.storage.items():
+        for column, rule in spec.columns.items():
+            if table in schema and column in schema[table] and (types is None or rule.type in types):
+                yield table, column, rule.type
+
+
+def _texts(kind: str, value: object) -> list[str]:
+    """The strings inside one stored value of a text column."""
+    if not isinstance(value, str):
+        return []
+    if kind == "lines_json":
+        try:
+            return [str(c) for c, _a in json.loads(value)]
+        except (ValueError, TypeError):
+            return [value]
+    if kind == "json":
+        try:
+            doc = json.loads(value)
+        except ValueError:
+            return [value]
+        out: list[str] = []
+
+        def walk(v: object) -> None:
+            if isinstance(v, str):
+                out.append(v)
+            elif isinstance(v, dict):
+                for k, x in v.items():
+                    out.append(str(k))
+                    walk(x)
+            elif isinstance(v, list):
+                for x in v:
+                    walk(x)
+
+        walk(doc)
+        return out
+    return [value]
+
+
+def _personal_data(svc: Service, home: Path, today: date) -> Check:
+    scanned, found = 0, []
+    for table, column, kind in _columns(svc, _SCANNED_TYPES):
+        for value in svc.store.distinct_values(table, column):
+            for text in _texts(kind, value):
+                # event details hold fingerprints and dates of operator events: not scanned for dates
+                kinds = pii.scan(text, region=svc.policy.phone_region, today=today)
+                scanned += 1
+                if kinds:
+                    found.append(f"{table}.{column}: a stored value looks like {', '.join(kinds)}")
+    return Check("c", "stored text holds no personal data", not found, f"{scanned} distinct values scanned", found)
+
+
+def _conforms(kind: str, value: object) -> bool:
+    if kind in _BLOB_SIZE:
+        return isinstance(value, bytes) and len(value) == _BLOB_SIZE[kind]
+    if kind == "integer":
+        return isinstance(value, int)
+    if kind == "day":
+        return isinstance(value, str) and bool(_DAY.fullmatch(value))
+    if kind == "timestamp":
+        return isinstance(value, str) and bool(_TIMESTAMP.fullmatch(value))
+    if kind == "category":
+        return isinstance(value, str) and bool(_CATEGORY.fullmatch(value))
+    if kind == "name":
+        return isinstance(value, str) and bool(_NAME.fullmatch(value))
+    if kind == "key_state":
+        return value in ("primary", "verify-only", "retired")
+    if kind == "document_kind":
+        return value in ("checkout", "refund", "redeem")
+    if kind == "lines_json":
+        try:
+            lines = json.loads(value)
+            return all(bool(_CATEGORY.fullmatch(c)) and isinstance(a, int) for c, a in lines)
+        except (ValueError, TypeError):
+            return False
+    if kind == "json":
+        try:
+            json.loads(value)
+            return True
+        except (ValueError, TypeError):
+            return False
+    return False
+
+
+def _types(svc: Service, home: Path, today: date) -> Check:
+    checked, bad = 0, []
+    for table, column, kind in _columns(svc):
+        values = svc.store.distinct_values(table, column)
+        checked += len(values)
+        wrong = sum(1 for v in values if not _conforms(kind, v))
+        if wrong:
+            bad.append(f"{table}.{column}: {wrong} distinct values are not of type {kind}")
+    return Check("d", "stored values match their declared types", not bad, f"{checked} distinct values checked", bad)
+
+
+def _retention(svc: Service, home: Path, today: date) -> Check:
+    p = svc.policy
+    limits = {
+        ("txns", "day"): p.documents_days,
+        ("history", "day"): p.history_days,
+        ("visits", "day"): p.history_days,
+    }
+    late = []
+    for (table, column), days in limits.items():
+        cutoff = (today - timedelta(days=days)).isoformat()
+        n = svc.store.count_before(table, column, cutoff)
+        if n:
+            late.append(f"{table}: {n} rows dated before {cutoff} (kept longer than {days} days; run 'anoncard purge')")
+    return Check(
+        "e",
+        "retention holds",
+        not late,
+        f"documents ≤ {p.documents_days} days, history ≤ {p.history_days} days",
+        late,
+    )
+
+
+def _keys(svc: Service, home: Path, today: date) -> Check:
+    problems = []
+    path = home / KEYRING_NAME
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        problems.append(f"key ring file has mode {mode:04o}; expected 0600")
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    ring_states = {}
+    for k in raw.get("keys", []):
+        ring_states[k["version"]] = k["state"]
+        if k["state"] == "retired" and k.get("material") is not None:
+            problems.append(f"key v{k['version']} is retired but its material is still in the key ring")
+    stored = svc.store.key_states()
+    if stored != ring_states:
+        problems.append(f"database key states {stored} differ from the key ring {ring_states}")
+    retired = [v for v, s in {**ring_states, **stored}.items() if s == "retired"]
+    linked = {v: svc.store.count_cards(v) for v in retired}
+    problems += [f"{n} cards still linked under retired key v{v}" for v, n in linked.items() if n]
+    return Check(
+        "f",
+        "no card under a retired key; no retired material left",
+        not problems,
+        f"{len(ring_states)} key versions, {len(retired)} retired",
+        problems,
+    )
+
+
+def _event_chain(svc: Service, home: Path, today: date) -> Check:
+    previous, expected_id, broken = bytes(32), 1, []
+    events = svc.store.events()
+    for event_id, at, kind, detail, mac in events:
+        if event_id != expected_id:
+            broken.append(f"event {expected_id} is missing (next is {event_id})")
+        if svc.ring.event_mac(previous, event_payload(event_id, at, kind, detail)) != mac:
+            broken.append(f"event {event_id} ({kind}) does not match its chain link: edited or forged")
+        previous, expected_id = mac, event_id + 1
+    return Check("g", "the event log's hash chain verifies", not broken, f"{len(events)} events verified", broken)
+
+
+def _integrity(svc: Service, home: Path, today: date) -> Check:
+    result = svc.store.integrity_check()
+    ok = result == ["ok"]
+    return Check("h", "SQLite integrity check", ok, "ok" if ok else f"{len(result)} problems", [] if ok else result)
