@@ -177,12 +177,16 @@ class KeyRing:
             doc = json.loads(text)
             if doc.get("format") != FORMAT:
                 raise KeyRingError(f"key ring: unknown format {doc.get('format')!r}")
+            # a retired version is unusable whatever the file says: material found beside
+            # it is ignored here, destroyed at the next save, and reported by the audit
             versions = [
                 KeyVersion(
                     int(k["version"]),
                     str(k["state"]),
                     str(k["created"]),
-                    None if k["material"] is None else base64.b64decode(k["material"], validate=True),
+                    None
+                    if k["material"] is None or k["state"] == RETIRED
+                    else base64.b64decode(k["material"], validate=True),
                 )
                 for k in doc["keys"]
             ]

@@ -66,11 +66,23 @@ def _email(text: str) -> bool:
 
 
 def _phone(text: str, region: str) -> bool:
-    if not any(sum(ch.isdigit() for ch in m.group(0)) >= 7 for m in _PHONE_CANDIDATE.finditer(text)):
+    candidates = [m.group(0) for m in _PHONE_CANDIDATE.finditer(text) if len(_digits(m.group(0))) >= 7]
+    if not candidates:
         return False
     import phonenumbers
 
-    return any(True for _ in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID))
+    if any(True for _ in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)):
+        return True
+    # a number glued to letters ("tel0170...") escapes the matcher: try the digit runs that
+    # start the way dialled numbers do (trunk prefix 0 or international +)
+    for candidate in candidates:
+        if candidate[0] in "0+" and len(_digits(candidate)) >= 9:
+            try:
+                if phonenumbers.is_valid_number(phonenumbers.parse(candidate, region)):
+                    return True
+            except phonenumbers.NumberParseException:
+                continue
+    return False
 
 
 def _iban(text: str) -> bool:

@@ -1,0 +1,145 @@
+"""The audit passes on a clean store and fails, naming what is wrong, on each kind of damage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+
+import pytest
+
+from anoncard import Service, audit, demo, init_home
+from anoncard.keyring import KeyRing
+from tests.conftest import fixed_clock
+
+TODAY = fixed_clock().date()
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("demo") / "home"
+    init_home(home)
+    with Service.open(home, clock=fixed_clock, synchronous="NORMAL") as svc:
+        demo.run(svc, cards=40, checkouts=300)
+    return home
+
+
+@pytest.fixture
+def copy(demo_home, tmp_path):
+    target = tmp_path / "home"
+    shutil.copytree(demo_home, target)
+    return target
+
+
+def failed(report) -> dict[str, list[str]]:
+    return {c.key: c.details for c in report.checks if not c.passed}
+
+
+def test_demo_home_passes(demo_home):
+    report = audit.run(demo_home, today=TODAY)
+    assert report.passed, report.to_markdown()
+    assert [c.key for c in report.checks] == list("abcdefgh")
+
+
+def test_an_undeclared_column_fails_the_schema_check(copy):
+    sql = "ALTER TABLE cards ADD COLUMN customer_name TEXT;"
+    if shutil.which("sqlite3"):
+        subprocess.run(["sqlite3", str(copy / "anoncard.db"), sql], check=True)
+    else:  # the same statement through Python's sqlite3
+        sqlite3.connect(copy / "anoncard.db").executescript(sql)
+    report = audit.run(copy, today=TODAY)
+    assert not report.passed
+    assert failed(report) == {"b": ["column cards.customer_name is not declared in the policy"]}
+
+
+def test_an_undeclared_table_fails(copy):
+    sqlite3.connect(copy / "anoncard.db").executescript("CREATE TABLE loyalty_profiles (id INTEGER, email TEXT);")
+    assert failed(audit.run(copy, today=TODAY)) == {"b": ["table loyalty_profiles is not declared in the policy"]}
+
+
+def test_an_email_written_behind_the_gate_fails_the_pii_check(copy):
+    conn = sqlite3.connect(copy / "anoncard.db")
+    conn.execute("UPDATE history SET category = 'erika@example.de' WHERE rowid = (SELECT min(rowid) FROM history)")
+    conn.commit()
+    problems = failed(audit.run(copy, today=TODAY))
+    assert "c" in problems
+    assert problems["c"] == ["history.category: a stored value looks like email address"]
+    assert "erika" not in json.dumps(problems)  # the report says where, never what
+    assert "d" in problems  # and it is not a category either
+
+
+def test_an_edited_past_event_breaks_the_chain(copy):
+    conn = sqlite3.connect(copy / "anoncard.db")
+    conn.execute("DROP TRIGGER events_no_update")
+    conn.execute("""UPDATE events SET detail = '{"primary":7}' WHERE kind = 'key_rotated'""")
+    conn.commit()
+    problems = failed(audit.run(copy, today=TODAY))
+    assert list(problems) == ["g"]
+    assert "(key_rotated) does not match its chain link" in problems["g"][0]
+
+
+def test_a_deleted_event_is_noticed(copy):
+    conn = sqlite3.connect(copy / "anoncard.db")
+    conn.execute("DROP TRIGGER events_no_delete")
+    conn.execute("DELETE FROM events WHERE id = 1")
+    conn.commit()
+    problems = failed(audit.run(copy, today=TODAY))
+    assert "event 1 is missing" in problems["g"][0]
+
+
+def test_tokens_left_under_a_retired_key_fail(copy):
+    # retire v1 in the key ring and the key table, but leave its cards in place
+    ring = KeyRing.load(copy / "keyring.json")
+    ring.retire(1)
+    ring.save(copy / "keyring.json")
+    conn = sqlite3.connect(copy / "anoncard.db")
+    conn.execute("UPDATE key_versions SET state = 'retired' WHERE version = 1")
+    conn.commit()
+    left = conn.execute("SELECT count(*) FROM cards WHERE key_version = 1").fetchone()[0]
+    assert left > 0
+    problems = failed(audit.run(copy, today=TODAY))
+    assert problems == {"f": [f"{left} cards still linked under retired key v1"]}
+
+
+def test_retired_material_left_in_the_ring_fails(copy):
+    path = copy / "keyring.json"
+    doc = json.loads(path.read_text())
+    doc["keys"][0]["state"] = "retired"  # material kept: the file lies
+    path.write_text(json.dumps(doc))
+    os.chmod(path, 0o600)
+    problems = failed(audit.run(copy, today=TODAY))
+    assert "key v1 is retired but its material is still in the key ring" in problems["f"]
+
+
+def test_a_policy_file_changed_without_apply_fails(copy):
+    path = copy / "policy.toml"
+    path.write_text(path.read_text().replace("documents_days = 120", "documents_days = 3650"))
+    problems = failed(audit.run(copy, today=TODAY))
+    assert list(problems) == ["a"]
+
+
+def test_retention_fails_when_time_passes_and_passes_after_purge(copy):
+    later = TODAY.replace(year=TODAY.year + 2)
+    problems = failed(audit.run(copy, today=later))
+    assert list(problems) == ["e"]
+    with Service.open(copy, clock=fixed_clock) as svc:
+        svc.purge(at=later)
+    assert audit.run(copy, today=later).passed
+
+
+def test_reports_render(demo_home):
+    report = audit.run(demo_home, today=TODAY)
+    md = report.to_markdown()
+    assert md.startswith("# anoncard audit: PASS")
+    assert "| check | result | evidence |" in md
+    assert md.count("| pass |") == 8
+    assert "<table>" in report.to_html()
+    assert json.loads(report.to_json())["passed"] is True
+
+
+def test_audit_never_writes(demo_home):
+    before = (demo_home / "anoncard.db").read_bytes()
+    audit.run(demo_home, today=TODAY)
+    assert (demo_home / "anoncard.db").read_bytes() == before

@@ -1,0 +1,138 @@
+"""The gate in front of real storage: refused requests leave the database byte-identical."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from anoncard import CardError, PolicyViolation, Service
+from anoncard.policy import Policy
+from tests.conftest import basket, fixed_clock
+
+# The demographics columns of dunnhumby's "The Complete Journey", plus direct identifiers.
+DEMOGRAPHICS = ["age", "income", "home_ownership", "marital_status", "household_size", "household_comp", "kids_count"]
+IDENTIFIERS = ["name", "email", "phone", "birth_date", "address", "iban", "card_pan"]
+SAMPLE = {
+    "age": "45-54",
+    "income": "50-74K",
+    "home_ownership": "Homeowner",
+    "marital_status": "Married",
+    "household_size": "2",
+    "household_comp": "2 Adults No Kids",
+    "kids_count": "0",
+    "name": "Erika Mustermann",
+    "email": "erika@example.de",
+    "phone": "+49 30 1234567",
+    "birth_date": "1964-08-12",
+    "address": "Heidestraße 17, 51147 Köln",
+    "iban": "DE89 3704 0044 0532 0130 00",
+    "card_pan": "4111 1111 1111 1111",
+}
+
+
+def files_digest(home) -> str:
+    h = hashlib.sha256()
+    for name in ("anoncard.db", "anoncard.db-wal"):
+        path = home / name
+        h.update(path.read_bytes() if path.exists() else b"-")
+    return h.hexdigest()
+
+
+@pytest.fixture
+def store_with_a_card(home):
+    svc = Service.open(home, clock=fixed_clock, synchronous="NORMAL")
+    (card,) = svc.issue_cards({"count": 1})
+    svc.checkout({"card": card.code, "txn": "t0", "lines": basket(("dairy", "3.49"))})
+    svc.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    yield svc, card.code
+    svc.close()
+
+
+def good_checkout(code: str) -> dict:
+    return {"card": code, "txn": "t1", "lines": basket(("dairy", "3.49"), ("coffee", "7.99"))}
+
+
+@pytest.mark.parametrize("field", DEMOGRAPHICS + IDENTIFIERS)
+def test_hostile_field_in_a_checkout_is_refused_and_nothing_stored(home, store_with_a_card, field):
+    svc, code = store_with_a_card
+    before = files_digest(home)
+    with pytest.raises(PolicyViolation, match=f"'{field}'") as info:
+        svc.checkout({**good_checkout(code), field: SAMPLE[field]})
+    assert SAMPLE[field] not in str(info.value)
+    assert files_digest(home) == before
+
+
+@pytest.mark.parametrize(
+    "change, field, kind",
+    [
+        ({"lines": basket(("erika@example.de", "1.00"))}, "lines[0].category", "email address"),
+        ({"txn": "+49-30-1234567"}, "txn", "phone number"),
+        ({"txn": "4111111111111111"}, "txn", "payment card number"),
+        ({"lines": basket(("gift 4111 1111 1111 1111", "1.00"))}, "lines[0].category", "payment card number"),
+        ({"txn": "DE89370400440532013000"}, "txn", "IBAN"),
+        ({"lines": basket(("dairy", "1.00"), ("born 12.03.1975", "1.00"))}, "lines[1].category", "birth date"),
+    ],
+)
+def test_personal_data_inside_allowed_values_is_refused(home, store_with_a_card, change, field, kind):
+    svc, code = store_with_a_card
+    before = files_digest(home)
+    with pytest.raises(PolicyViolation, match=kind) as info:
+        svc.checkout({**good_checkout(code), **change})
+    assert info.value.field == field
+    assert files_digest(home) == before
+
+
+def test_a_luhn_valid_number_in_a_refund_or_redemption_is_refused(store_with_a_card):
+    svc, code = store_with_a_card
+    with pytest.raises(PolicyViolation, match="payment card"):
+        svc.refund({"txn": "t0", "refund_id": "5555555555554444"})
+    with pytest.raises(PolicyViolation, match="payment card"):
+        svc.redeem({"card": code, "txn": "378282246310005", "reward": "coffee"})
+
+
+KINDS = ["checkout", "refund", "balance", "redeem", "issue"]
+DECLARED = {kind: set(Policy.default().requests[kind]) for kind in KINDS}
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(KINDS),
+    extra=st.text(min_size=1, max_size=24),
+    value=st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=30), st.lists(st.text(max_size=5))),
+)
+def test_any_extra_field_is_refused_and_the_file_is_byte_identical(home, store_with_a_card, kind, extra, value):
+    if extra in DECLARED[kind]:
+        return
+    svc, code = store_with_a_card
+    valid = {
+        "checkout": good_checkout(code),
+        "refund": {"txn": "t0"},
+        "balance": {"card": code},
+        "redeem": {"card": code, "txn": "r1", "reward": "coffee"},
+        "issue": {"count": 1},
+    }[kind]
+    call = {"issue": svc.issue_cards}.get(kind) or getattr(svc, kind)
+    before = files_digest(home)
+    with pytest.raises(PolicyViolation, match="not allowed"):
+        call({**valid, extra: value})
+    assert files_digest(home) == before
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=12,
+    )
+)
+def test_random_json_is_refused_cleanly_and_stores_nothing(home, store_with_a_card, value):
+    svc, _code = store_with_a_card
+    before = files_digest(home)
+    with contextlib.suppress(PolicyViolation, CardError):
+        svc.checkout(value)
+    assert files_digest(home) == before

@@ -1,0 +1,106 @@
+"""PII detectors: what a retail DPO expects to be caught, and ordinary values left alone."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from anoncard.pii import KINDS, scan
+
+TODAY = date(2026, 11, 22)
+
+
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        ("a@b.de", "email address"),
+        ("contact: hans.mueller+shop@example.org please", "email address"),
+        ("+49 30 1234567", "phone number"),
+        ("030-12345678", "phone number"),
+        ("0151 23456789", "phone number"),
+        ("tel01701234567", "phone number"),
+        ("DE89 3704 0044 0532 0130 00", "IBAN"),
+        ("iban=DE89370400440532013000", "IBAN"),
+        ("GB82WEST12345698765432", "IBAN"),
+        ("4111 1111 1111 1111", "payment card number"),
+        ("pan-5555555555554444-x", "payment card number"),
+        ("378282246310005", "payment card number"),
+        ("12.03.1975", "birth date"),
+        ("born 1975-03-12", "birth date"),
+        ("03/12/1975", "birth date"),
+        ("192.168.0.1", "IP address"),
+        ("2001:db8::1", "IP address"),
+        ("65929970489", "tax id"),
+        ("Hauptstraße 12", "postal address"),
+        ("Unter den Linden allee 7", "postal address"),
+    ],
+)
+def test_detects(text, kind):
+    assert kind in scan(text, today=TODAY)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "dairy",
+        "soft drinks",
+        "frzn meat/meat dinners",
+        "beers/ales",
+        "salad & dressing",
+        "baby foods (jar)",
+        "store7-till3-000123",
+        "s7:t3:0001",
+        "bench-3-1234",
+        "2015-03-02",  # a recent day is not a birth date
+        "2026-11-22T10:00:00",
+        "coffee",
+        "voucher-5",
+        "1234567890123",  # 13 digits, not Luhn-valid
+        "4111111111111112",  # fails Luhn
+        "DE89370400440532013001",  # fails the IBAN check
+    ],
+)
+def test_leaves_ordinary_values_alone(text):
+    assert scan(text, today=TODAY) == []
+
+
+def luhn_complete(prefix: str) -> str:
+    digits = [int(d) for d in prefix + "0"]
+    for i in range(len(digits) - 2, -1, -2):
+        digits[i] = digits[i] * 2 - 9 if digits[i] * 2 > 9 else digits[i] * 2
+    return prefix + str((10 - sum(digits) % 10) % 10)
+
+
+@given(
+    first=st.sampled_from("3456"),
+    body=st.text("0123456789", min_size=14, max_size=14),
+    before=st.text("abcdefgh -/", max_size=8),
+    after=st.text("abcdefgh -/", max_size=8),
+)
+def test_any_luhn_valid_card_number_is_found_anywhere(first, body, before, after):
+    pan = luhn_complete(first + body)
+    assert "payment card number" in scan(f"{before}{pan}{after}", today=TODAY)
+
+
+@given(
+    user=st.from_regex(r"[a-z][a-z0-9._]{0,10}[a-z0-9]", fullmatch=True),
+    domain=st.from_regex(r"[a-z]{2,10}\.(de|com|org|net)", fullmatch=True),
+)
+def test_any_plain_email_address_is_found(user, domain):
+    if ".." in user:
+        return
+    assert "email address" in scan(f"x {user}@{domain} y", today=TODAY)
+
+
+@given(st.dates(min_value=date(1900, 1, 1), max_value=date(2012, 12, 31)), st.sampled_from(["%d.%m.%Y", "%Y-%m-%d"]))
+def test_dates_old_enough_to_be_birth_dates_are_found(day, fmt):
+    assert "birth date" in scan(day.strftime(fmt), today=TODAY)
+
+
+@given(st.text(max_size=60))
+def test_never_raises_and_never_returns_the_text(text):
+    found = scan(text, today=TODAY)
+    assert set(found) <= set(KINDS)
