@@ -257,11 +257,13 @@ def _retention(svc: Service, home: Path, today: date) -> Check:
         n = svc.store.count_before(table, column, cutoff)
         if n:
             late.append(f"{table}: {n} rows dated before {cutoff} (kept longer than {days} days; run 'anoncard purge')")
+    counts = svc.store.counts()
     return Check(
         "e",
         "retention holds",
         not late,
-        f"documents ≤ {p.documents_days} days, history ≤ {p.history_days} days",
+        f"{counts['txns']} documents ≤ {p.documents_days} days, "
+        f"{counts['history'] + counts['visits']} history rows ≤ {p.history_days} days",
         late,
     )
 
