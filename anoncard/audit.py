@@ -33,7 +33,7 @@ from .service import KEYRING_NAME, Service, event_payload
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}([+-]\d{2}:\d{2})?")
-_BLOB_SIZE = {"blob32": 32, "blob16": 16}
+_BLOB_SIZE = {"blob32": 32, "blob16": 16, "blob8": 8}
 _SCANNED_TYPES = {"category", "name", "lines_json", "json"}
 
 
@@ -216,6 +216,8 @@ def _conforms(kind: str, value: object) -> bool:
         return isinstance(value, str) and bool(_NAME.fullmatch(value))
     if kind == "key_state":
         return value in ("primary", "verify-only", "retired")
+    if kind == "offer_kind":
+        return value in ("percent", "amount", "points")
     if kind == "document_kind":
         return value in ("checkout", "refund", "redeem")
     if kind == "lines_json":

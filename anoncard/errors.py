@@ -90,3 +90,10 @@ class AuditFailed(AnonCardError):
 
     code = "audit_failed"
     exit_code = 10
+
+
+class CouponError(AnonCardError):
+    """A coupon is forged, damaged, expired, used, for another card, or does not fit the basket."""
+
+    code = "coupon_error"
+    exit_code = 11

@@ -14,11 +14,12 @@ HKDF-Expand (RFC 5869, SHA-256) under the label ``anoncard/<purpose>``, and ever
 MAC input starts with that label as well. So a card token can never collide with a
 MAC made for another job.
 
+An Ed25519 *coupon key* signs coupons; terminals verify them with its public half.
 Beside the versions the ring holds one *reference key* that never rotates: it turns
 till document numbers (which name store and till) into opaque references, so the
 database keeps no store-level movement profile while retries still match; a second
 sub-key of it chains the event log, so whoever can write the database alone cannot
-rewrite its history.
+rewrite its history; a third binds coupons to the card they were issued to.
 
 The file is JSON, written atomically (temporary file, fsync, rename, fsync of the
 directory) with mode 0600, and refused when group or others may read it.
@@ -45,6 +46,7 @@ STATES = (PRIMARY, VERIFY_ONLY, RETIRED)
 CARD_TOKEN = "card-token"
 TXN_REF = "txn-ref"
 EVENT_LOG = "event-log"
+COUPON_BINDING = "coupon-binding"
 
 
 def derive(master: bytes, purpose: str) -> bytes:
@@ -78,9 +80,15 @@ class KeyVersion:
 class KeyRing:
     """Versioned keys with states; see the module docstring for the model."""
 
-    def __init__(self, versions: list[KeyVersion], reference_key: bytes) -> None:
+    def __init__(
+        self, versions: list[KeyVersion], reference_key: bytes, coupon_key: bytes, coupon_key_id: int = 1
+    ) -> None:
         if len(reference_key) != 32:
             raise KeyRingError("key ring: the reference key must be 32 bytes")
+        if len(coupon_key) != 32 or not 0 < coupon_key_id < 256:
+            raise KeyRingError("key ring: the coupon signing key must be a 32-byte Ed25519 seed with an id of 1-255")
+        self._coupon_seed, self.coupon_key_id = coupon_key, coupon_key_id
+        self._coupon_private = None
         self.versions = sorted(versions, key=lambda v: v.version)
         primaries = [v for v in self.versions if v.state == PRIMARY]
         if len(primaries) != 1:
@@ -95,6 +103,9 @@ class KeyRing:
         self._ref_mac = hmac.new(derive(reference_key, TXN_REF), f"anoncard/{TXN_REF}\x00".encode(), hashlib.sha256)
         self._reference_key = reference_key
         self._log_key = derive(reference_key, EVENT_LOG)
+        self._binding_mac = hmac.new(
+            derive(reference_key, COUPON_BINDING), f"anoncard/{COUPON_BINDING}\x00".encode(), hashlib.sha256
+        )
 
     def __repr__(self) -> str:
         return f"KeyRing(versions={[(v.version, v.state) for v in self.versions]})"
@@ -102,7 +113,9 @@ class KeyRing:
     @classmethod
     def create(cls, created: str) -> KeyRing:
         """A new ring with one primary version (1) and a fresh reference key."""
-        return cls([KeyVersion(1, PRIMARY, created, secrets.token_bytes(32))], secrets.token_bytes(32))
+        return cls(
+            [KeyVersion(1, PRIMARY, created, secrets.token_bytes(32))], secrets.token_bytes(32), secrets.token_bytes(32)
+        )
 
     @property
     def primary(self) -> KeyVersion:
@@ -128,6 +141,31 @@ class KeyRing:
         return hmac.new(
             self._log_key, f"anoncard/{EVENT_LOG}\x00".encode() + previous + payload, hashlib.sha256
         ).digest()
+
+    def binding(self, secret: CardSecret, coupon_id: bytes) -> bytes:
+        """Ties a coupon to the card it was issued to, without exposing the card's token."""
+        mac = self._binding_mac.copy()
+        mac.update(secret.to_bytes() + coupon_id)
+        return mac.digest()[:8]
+
+    def coupon_private_key(self):
+        """The Ed25519 key that signs coupons (only the store server holds it)."""
+        if self._coupon_private is None:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            self._coupon_private = Ed25519PrivateKey.from_private_bytes(self._coupon_seed)
+        return self._coupon_private
+
+    def coupon_public_key(self):
+        """The public key any terminal needs to verify coupons."""
+        return self.coupon_private_key().public_key()
+
+    def coupon_public_key_text(self) -> str:
+        """The public key as base64 of its 32 raw bytes, for terminals."""
+        from cryptography.hazmat.primitives import serialization
+
+        raw = self.coupon_public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return base64.b64encode(raw).decode()
 
     def rotate(self, created: str) -> KeyVersion:
         """Add a new primary; the old primary becomes verify-only. Returns the new version."""
@@ -164,6 +202,7 @@ class KeyRing:
         doc = {
             "format": FORMAT,
             "reference_key": b64(self._reference_key),
+            "coupon_key": {"id": self.coupon_key_id, "ed25519_seed": b64(self._coupon_seed)},
             "keys": [
                 {"version": v.version, "state": v.state, "created": v.created, "material": b64(v.material)}
                 for v in self.versions
@@ -191,11 +230,13 @@ class KeyRing:
                 for k in doc["keys"]
             ]
             ref = base64.b64decode(doc["reference_key"], validate=True)
+            coupon = base64.b64decode(doc["coupon_key"]["ed25519_seed"], validate=True)
+            coupon_id = int(doc["coupon_key"]["id"])
         except KeyRingError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError):
             raise KeyRingError("key ring: file is not a valid key ring") from None
-        return cls(versions, ref)
+        return cls(versions, ref, coupon, coupon_id)
 
     def save(self, path: Path) -> None:
         """Write atomically with mode 0600: temp file, fsync, rename, fsync directory."""

@@ -53,6 +53,12 @@ class CheckoutRequest:
     card: CardSecret
     txn: str
     lines: tuple[Line, ...]
+    coupons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EnterRequest:
+    card: CardSecret
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,22 +80,28 @@ class RedeemRequest:
     reward: str
 
 
-Record = IssueRequest | CheckoutRequest | RefundRequest | BalanceRequest | RedeemRequest
+Record = IssueRequest | CheckoutRequest | EnterRequest | RefundRequest | BalanceRequest | RedeemRequest
 
 # What this code can serve: kind -> field -> (type, required by the code). A policy may
 # leave out a field the code does not require (that use is then refused); it can never
 # add a field the code does not know.
 SERVED: dict[str, dict[str, tuple[str, bool]]] = {
     "issue": {"count": ("count", True)},
-    "checkout": {"card": ("card_code", True), "txn": ("document_id", True), "lines": ("lines", True)},
+    "checkout": {
+        "card": ("card_code", True),
+        "txn": ("document_id", True),
+        "lines": ("lines", True),
+        "coupons": ("coupon_codes", False),
+    },
+    "enter": {"card": ("card_code", True)},
     "refund": {"txn": ("document_id", True), "refund_id": ("document_id", False), "lines": ("lines", False)},
     "balance": {"card": ("card_code", True)},
     "redeem": {"card": ("card_code", True), "txn": ("document_id", True), "reward": ("reward_name", True)},
 }
 LINE_ITEMS = {"category": "category", "amount": "amount"}
 COLUMN_TYPES = {
-    "integer", "blob32", "blob16", "day", "timestamp", "category", "lines_json", "name", "json", "key_state",
-    "document_kind",
+    "integer", "blob32", "blob16", "blob8", "offer_kind", "day", "timestamp", "category", "lines_json", "name",
+    "json", "key_state", "document_kind",
 }  # fmt: skip
 TIME_RESOLUTIONS = ("day", "week", "month")
 _SCANNED = {"document_id", "category", "reward_name"}
@@ -313,6 +325,15 @@ class Policy:
             return cents
         if rule.type == "lines":
             return self._lines(rule, value, where, today)
+        if rule.type == "coupon_codes":
+            # verified by signature at checkout; the codes themselves are random-looking
+            if not isinstance(value, list | tuple) or not all(isinstance(c, str) and len(c) <= 400 for c in value):
+                raise PolicyViolation(f"field '{where}': must be a list of coupon codes", field=where)
+            if len(value) > rule.max_items:
+                raise PolicyViolation(f"field '{where}': at most {rule.max_items} coupons", field=where)
+            if len(set(value)) != len(value):
+                raise PolicyViolation(f"field '{where}': the same coupon twice", field=where)
+            return tuple(value)
         return _string(rule, value, where)
 
     def _lines(self, rule: FieldRule, value: object, where: str, today: date | None) -> tuple[Line, ...]:
@@ -384,6 +405,8 @@ def _row(rule: FieldRule, name: str) -> str:
         bounds.append(f"{rule.min} to {rule.max}")
     elif rule.type == "lines":
         bounds.append(f"at most {rule.max_items} lines")
+    elif rule.type == "coupon_codes":
+        bounds.append(f"at most {rule.max_items} coupons")
     elif rule.type in _SCANNED:
         bounds.append(f"at most {rule.max_length} characters")
     if rule.coarsen:
@@ -434,7 +457,11 @@ def _issue(v: dict) -> IssueRequest:
 
 
 def _checkout(v: dict) -> CheckoutRequest:
-    return CheckoutRequest(v["card"], v["txn"], v["lines"])
+    return CheckoutRequest(v["card"], v["txn"], v["lines"], v.get("coupons") or ())
+
+
+def _enter(v: dict) -> EnterRequest:
+    return EnterRequest(v["card"])
 
 
 def _refund(v: dict) -> RefundRequest:
@@ -455,7 +482,14 @@ def _redeem(v: dict) -> RedeemRequest:
     return RedeemRequest(v["card"], v["txn"], v["reward"])
 
 
-_BUILDERS = {"issue": _issue, "checkout": _checkout, "refund": _refund, "balance": _balance, "redeem": _redeem}
+_BUILDERS = {
+    "issue": _issue,
+    "checkout": _checkout,
+    "enter": _enter,
+    "refund": _refund,
+    "balance": _balance,
+    "redeem": _redeem,
+}
 
 
 def default_text() -> str:

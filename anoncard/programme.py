@@ -57,6 +57,46 @@ value = "5.00"
 name = "tote-bag"
 points = 800
 value = "9.00"
+
+[coupons]                  # printed at the entrance column, chosen from the card's history
+valid_days = 1             # a coupon is for today's shop
+per_visit = 3              # never more than this at one visit
+per_week = 9               # nor more than this in seven days
+rest_days = 28             # a category whose last two coupons were ignored rests this long
+quiet_after = 6            # a card that ignored its last N coupons gets one at a time
+discovery_weeks = 8        # the discovery slot offers what the card has not bought for this long
+
+[[offers]]                 # the most specific offer for a suggested category is printed
+category = "*"             # any category
+kind = "percent"           # percent | amount (EUR) | points (bonus points)
+value = "10"
+
+[[offers]]
+category = "coffee"
+kind = "points"
+value = "30"
+
+[[offers]]
+category = "wine"
+kind = "amount"
+value = "1.00"
+
+[departments]              # category = department: no three coupons from one department
+dairy = "fresh"
+bakery = "fresh"
+fruit = "produce"
+vegetables = "produce"
+meat = "fresh"
+fish = "fresh"
+coffee = "grocery"
+beverages = "drinks"
+wine = "drinks"
+frozen = "frozen"
+snacks = "grocery"
+household = "non-food"
+"personal care" = "non-food"
+baby = "non-food"
+"pet food" = "non-food"
 """
 
 
@@ -75,6 +115,22 @@ class Reward:
 
 
 @dataclass(frozen=True, slots=True)
+class Offer:
+    kind: str  # percent | amount | points
+    value: int  # percent, cents, or points
+
+
+@dataclass(frozen=True, slots=True)
+class CouponRules:
+    valid_days: int = 1
+    per_visit: int = 3
+    per_week: int = 9
+    rest_days: int = 28
+    quiet_after: int = 6
+    discovery_weeks: int = 8
+
+
+@dataclass(frozen=True, slots=True)
 class Programme:
     """A loaded programme. Build one with :meth:`from_toml` or :meth:`load`."""
 
@@ -83,6 +139,16 @@ class Programme:
     multipliers: dict[str, Fraction]
     gifts: tuple[Gift, ...]
     rewards: dict[str, Reward]
+    coupons: CouponRules = CouponRules()
+    offers: dict[str, Offer] = None  # type: ignore[assignment]
+    departments: dict[str, str] = None  # type: ignore[assignment]
+
+    def offer_for(self, category: str) -> Offer | None:
+        """The offer a coupon for ``category`` carries: the category's own, else the ``*`` default."""
+        return (self.offers or {}).get(category) or (self.offers or {}).get("*")
+
+    def department(self, category: str) -> str:
+        return (self.departments or {}).get(category, category)
 
     def weight(self, category: str, cents: int) -> Fraction:
         """Points-weighted value of one line, in cents."""
@@ -135,11 +201,19 @@ class Programme:
                 if not isinstance(pts, int) or isinstance(pts, bool) or pts <= 0:
                     raise ProgrammeError(f"programme: rewards.points of {r.get('name')!r} must be a positive integer")
                 rewards[str(r["name"])] = Reward(str(r["name"]), pts, _cents(r["value"], "rewards.value"))
+            rules = doc.get("coupons", {})
+            known = set(CouponRules.__dataclass_fields__)
+            for key, value in rules.items():
+                if key not in known or not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise ProgrammeError(f"programme: coupons.{key} must be one of {sorted(known)}, a whole number")
+            coupon_rules = CouponRules(**rules)
+            offers = {str(o["category"]).lower(): _offer(o) for o in doc.get("offers", [])}
+            departments = {str(k).lower(): str(v) for k, v in doc.get("departments", {}).items()}
         except KeyError as exc:
             raise ProgrammeError(f"programme: missing key {exc.args[0]!r}") from None
         if len({g.min_spend_cents for g in gifts}) != len(gifts):
             raise ProgrammeError("programme: two gifts share a threshold")
-        return cls(rate, point_value, mult, gifts, rewards)
+        return cls(rate, point_value, mult, gifts, rewards, coupon_rules, offers, departments)
 
     @classmethod
     def load(cls, path: Path) -> Programme:
@@ -166,3 +240,20 @@ def _fraction(value: object, name: str) -> Fraction:
     if cents <= 0:
         raise ProgrammeError(f"programme: field '{name}': must be greater than 0")
     return Fraction(cents, 100)
+
+
+def _offer(doc: dict) -> Offer:
+    kind = doc["kind"]
+    where = f"offers.{doc.get('category')}"
+    if kind == "amount":
+        return Offer(kind, _cents(doc["value"], f"{where}.value"))
+    if kind in ("percent", "points"):
+        value = doc["value"]
+        if (
+            not isinstance(value, str)
+            or not value.isdigit()
+            or not 0 < int(value) <= (100 if kind == "percent" else 10_000)
+        ):
+            raise ProgrammeError(f"programme: {where}.value must be a whole number in range for {kind}")
+        return Offer(kind, int(value))
+    raise ProgrammeError(f"programme: {where}.kind must be percent, amount or points")

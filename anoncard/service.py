@@ -28,8 +28,10 @@ from datetime import date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 
+from . import coupons as coupon_codes
+from . import suggest
 from .cards import CardSecret, generate
-from .errors import LedgerError, PolicyFileError, UnknownCard
+from .errors import CouponError, LedgerError, PolicyFileError, UnknownCard
 from .keyring import PRIMARY, RETIRED, VERIFY_ONLY, KeyRing
 from .money import format_cents
 from .policy import Policy, default_text
@@ -55,11 +57,42 @@ class Receipt:
     reward: str | None = None
     refund_id: str | None = None
     gift_to_return: str | None = None
+    discount: str | None = None
+    coupons: tuple[dict, ...] = ()
     replayed: bool = False
     relinked: bool = False
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out = {k: v for k, v in asdict(self).items() if v is not None}
+        out["coupons"] = list(self.coupons)
+        if not self.coupons:
+            del out["coupons"]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCoupon:
+    """A coupon as the entrance column prints it. ``code`` goes into the QR code."""
+
+    code: str
+    category: str
+    kind: str
+    value: int
+    expires: str
+    text: str
+    new: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Entrance:
+    coupons: list[IssuedCoupon]
+    relinked: bool = False
+
+    def to_dict(self) -> dict:
+        return {"coupons": [c.to_dict() for c in self.coupons], "relinked": self.relinked}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +161,7 @@ class Service:
         self.policy = policy or Policy.default()
         self.ring_path = ring_path
         self.clock = clock
+        self._stats: tuple[dict, dict] | None = None
         self._reconcile_keys()
         self._check_policy(strict=check_policy)
 
@@ -280,11 +314,13 @@ class Service:
     # -- checkout / refund / redeem ---------------------------------------------
 
     def checkout(self, request: Mapping, *, at: When = None) -> Receipt:
-        """Credit a basket to a card; returns the receipt.
+        """Credit a basket to a card, redeeming its coupons; returns the receipt.
 
         Raises:
             PolicyViolation, CardError: the gate refused the request.
             UnknownCard: no card matches under any live key.
+            CouponError: a coupon is forged, expired, used, for another card, or its
+                category is not in the basket (the whole checkout is refused).
             LedgerError: the document number was used with other content.
         """
         rec = self._validate("checkout", request)
@@ -296,16 +332,50 @@ class Service:
         per_category: dict[str, int] = {}
         for cat, cents in lines:
             per_category[cat] = per_category.get(cat, 0) + cents
+        offers = [self._check_coupon(code, rec.card, day, per_category) for code in rec.coupons]
+        discount = bonus = 0
+        applied = []
+        for c in offers:
+            off, extra = coupon_codes.benefit(c, per_category[c.category])
+            discount, bonus = discount + off, bonus + extra
+            applied.append(_coupon_line(c.category, c.kind, c.value, off, extra))
+        points += bonus
         ref = self.ring.reference("checkout", rec.txn)
         with self.store.transaction():
             card, relinked = self._resolve(rec.card)
-            content = self._content("checkout", card.id, lines)
+            content = self._content("checkout", card.id, lines, sorted(c.id.hex() for c in offers))
             doc = self.store.find_document(ref)
             if doc is not None:
                 self._same_content(doc, content, "txn")
-                return self._receipt("checkout", rec.txn, doc, replayed=True, relinked=relinked, gift=doc.item)
+                used = [
+                    _coupon_line(
+                        cat,
+                        kind,
+                        value,
+                        *coupon_codes.benefit(
+                            coupon_codes.Coupon(b"", 0, date.min, kind, value, b"", cat), _category_cents(doc, cat)
+                        ),
+                    )
+                    for cat, kind, value in self.store.coupons_of_document(doc.id)
+                ]
+                return self._receipt(
+                    "checkout",
+                    rec.txn,
+                    doc,
+                    replayed=True,
+                    relinked=relinked,
+                    gift=doc.item,
+                    discount=format_cents(doc.discount_cents) if used else None,
+                    coupons=tuple(used),
+                )
+            for c in offers:
+                row = self.store.find_coupon(c.id)
+                if row is None:
+                    raise CouponError("field 'coupons': this coupon was not issued by this store", field="coupons")
+                if row[0] != card.id:
+                    raise CouponError("field 'coupons': this coupon was issued to another card", field="coupons")
             balance = self.store.balance(card.id) + points
-            self.store.add_document(
+            txn_id = self.store.add_document(
                 ref=ref,
                 kind="checkout",
                 card_id=card.id,
@@ -313,10 +383,14 @@ class Service:
                 content=content,
                 lines=json.dumps(lines, separators=(",", ":")),
                 spend_cents=spend,
+                discount_cents=discount,
                 points=points,
                 balance_after=balance,
                 item=gift.name if gift else None,
             )
+            for c in offers:
+                if not self.store.redeem_coupon(c.id, txn_id):
+                    raise CouponError(f"field 'coupons': the {c.category} coupon was already used", field="coupons")
             self.store.add_history(card.id, day, per_category, basket=True)
         return Receipt(
             "checkout",
@@ -325,8 +399,25 @@ class Service:
             balance,
             format_cents(spend),
             gift=gift.name if gift else None,
+            discount=format_cents(discount) if offers else None,
+            coupons=tuple(applied),
             relinked=relinked,
         )
+
+    def _check_coupon(self, code: str, secret: CardSecret, day: str, per_category: dict[str, int]):
+        """Verify a coupon offline (signature, expiry, card binding, basket); no storage touched."""
+        import hmac
+
+        coupon = coupon_codes.verify(code, self.ring.coupon_public_key())
+        if coupon.expires.isoformat() < day:
+            raise CouponError(
+                f"field 'coupons': the {coupon.category} coupon expired on {coupon.expires}", field="coupons"
+            )
+        if not hmac.compare_digest(coupon.binding, self.ring.binding(secret, coupon.id)):
+            raise CouponError("field 'coupons': this coupon was issued to another card", field="coupons")
+        if coupon.category not in per_category:
+            raise CouponError(f"field 'coupons': the basket has no {coupon.category} for this coupon", field="coupons")
+        return coupon
 
     @staticmethod
     def _same_content(doc: Document, content: bytes, name: str) -> None:
@@ -483,6 +574,97 @@ class Service:
             ]
         return Balance(points, visits, recent, relinked)
 
+    # -- entrance ------------------------------------------------------------------------
+
+    def category_stats(self) -> tuple[dict, dict]:
+        """Store-wide popularity and co-occurrence (cached; :meth:`refresh_stats` renews them)."""
+        if self._stats is None:
+            self._stats = self.store.category_stats()
+        return self._stats
+
+    def refresh_stats(self) -> dict:
+        """Recompute the store-wide category aggregates from the history kept."""
+        with self.store.transaction():
+            counts = self.store.refresh_category_stats()
+        self._stats = None
+        return counts
+
+    def enter(self, request: Mapping, *, at: When = None) -> Entrance:
+        """The entrance column: a few coupons that fit this card, within caps and fatigue rules.
+
+        Returns the coupons the card still holds (reprinted) and the new ones.
+
+        Raises:
+            PolicyViolation, CardError: the gate refused the request.
+            UnknownCard: no card matches.
+        """
+        rec = self._validate("enter", request)
+        today_s = self._day(at)
+        today = date.fromisoformat(today_s)
+        rules = self.programme.coupons
+        shares, pairs = self.category_stats()
+        window = (today - timedelta(days=max(rules.rest_days, 7, rules.discovery_weeks * 7))).isoformat()
+        with self.store.transaction():
+            card, relinked = self._resolve(rec.card)
+            recent = self.store.card_coupons(card.id, window)
+            held = [c for c in recent if c[6] is None and c[5] >= today_s]
+            finished = [c for c in recent if c[6] is not None or c[5] < today_s]
+            week_ago = (today - timedelta(days=7)).isoformat()
+            issued_week = sum(1 for c in recent if c[4] > week_ago)
+            cap = min(rules.per_visit - len(held), rules.per_week - issued_week)
+            last = finished[-rules.quiet_after :] if rules.quiet_after else []
+            if rules.quiet_after and len(last) == rules.quiet_after and all(c[6] is None for c in last):
+                cap = min(cap, 1 - len(held))  # a card that ignores everything gets one at a time
+            picks = []
+            if cap > 0:
+                history, _affinity, visits = self.store.card_profile(card.id)
+                picks = suggest.suggest(
+                    history,
+                    visits,
+                    today=today,
+                    shares=shares,
+                    pairs=pairs,
+                    k=cap,
+                    exclude={c[1] for c in held} | _resting(finished, today, rules.rest_days),
+                    department=self.programme.department,
+                    discovery_weeks=rules.discovery_weeks,
+                    allowed=lambda c: self.programme.offer_for(c) is not None,
+                )
+            expires = today + timedelta(days=max(rules.valid_days, 1) - 1)
+            new = []
+            for pick in picks:
+                offer = self.programme.offer_for(pick.category)
+                new.append(
+                    (
+                        coupon_codes.new_id(),
+                        card.id,
+                        pick.category,
+                        offer.kind,
+                        offer.value,
+                        today_s,
+                        expires.isoformat(),
+                    )
+                )
+            self.store.add_coupons(new)
+        printed = [self._print_coupon(rec.card, c[0], c[1], c[2], c[3], c[5], False) for c in held]
+        printed += [self._print_coupon(rec.card, c[0], c[2], c[3], c[4], c[6], True) for c in new]
+        return Entrance(printed, relinked)
+
+    def _print_coupon(
+        self, secret: CardSecret, cid: bytes, category: str, kind: str, value: int, expires: str, new: bool
+    ) -> IssuedCoupon:
+        coupon = coupon_codes.Coupon(
+            cid,
+            self.ring.coupon_key_id,
+            date.fromisoformat(expires),
+            kind,
+            value,
+            self.ring.binding(secret, cid),
+            category,
+        )
+        code = coupon_codes.encode(coupon, self.ring.coupon_private_key())
+        return IssuedCoupon(code, category, kind, value, expires, coupon.describe(), new)
+
     # -- keys --------------------------------------------------------------------------
 
     def _save_ring(self) -> None:
@@ -559,4 +741,33 @@ class Service:
                 raise LedgerError("retention purge would change a balance; nothing was purged")
             counts |= {"documents before": doc_cutoff, "history before": hist_cutoff}
             self._record("retention_purge", counts)
+        counts |= {f"stats {k}": v for k, v in self.refresh_stats().items()}
         return counts
+
+
+def _coupon_line(category: str, kind: str, value: int, discount: int, bonus: int) -> dict:
+    return {
+        "category": category,
+        "kind": kind,
+        "value": value,
+        "discount": format_cents(discount),
+        "bonus_points": bonus,
+    }
+
+
+def _category_cents(doc: Document, category: str) -> int:
+    return sum(a for c, a in json.loads(doc.lines) if c == category)
+
+
+def _resting(finished: list[tuple], today: date, rest_days: int) -> set[str]:
+    """Categories whose last two finished coupons were both ignored, within ``rest_days``."""
+    by_category: dict[str, list[tuple]] = {}
+    for c in finished:
+        by_category.setdefault(c[1], []).append(c)
+    resting = set()
+    for category, rows in by_category.items():
+        last_two = rows[-2:]
+        ignored = len(last_two) == 2 and all(r[6] is None for r in last_two)
+        if ignored and (today - date.fromisoformat(last_two[-1][5])).days < rest_days:
+            resting.add(category)
+    return resting

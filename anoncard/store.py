@@ -56,6 +56,11 @@ CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS coupons_single_use BEFORE UPDATE ON coupons
+WHEN OLD.redeemed_txn IS NOT NULL OR NEW.redeemed_txn IS NULL OR NEW.id IS NOT OLD.id
+  OR NEW.card_id IS NOT OLD.card_id OR NEW.category IS NOT OLD.category OR NEW.kind IS NOT OLD.kind
+  OR NEW.value IS NOT OLD.value OR NEW.expires_day IS NOT OLD.expires_day OR NEW.issued_day IS NOT OLD.issued_day
+BEGIN SELECT RAISE(ABORT, 'a coupon is redeemed once and never changed'); END;
 CREATE TRIGGER IF NOT EXISTS txns_kind BEFORE INSERT ON txns
 WHEN NEW.kind NOT IN ('checkout', 'refund', 'redeem')
 BEGIN SELECT RAISE(ABORT, 'unknown document kind'); END;
@@ -89,11 +94,22 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
             "content": bytes,
             "lines": str,
             "spend_cents": int,
+            "discount_cents": int,
             "item": str,
             "balance_after": int,
         },
         pk="id",
-        not_null={"ref", "kind", "card_id", "day", "content", "lines", "spend_cents", "balance_after"},
+        not_null={
+            "ref",
+            "kind",
+            "card_id",
+            "day",
+            "content",
+            "lines",
+            "spend_cents",
+            "discount_cents",
+            "balance_after",
+        },
         foreign_keys=[("card_id", "cards", "id"), ("parent_id", "txns", "id")],
         strict=True,
         if_not_exists=True,
@@ -142,6 +158,38 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
         strict=True,
         if_not_exists=True,
     )
+    db["coupons"].create(
+        {
+            "id": bytes,
+            "card_id": int,
+            "category": str,
+            "kind": str,
+            "value": int,
+            "issued_day": str,
+            "expires_day": str,
+            "redeemed_txn": int,
+        },
+        pk="id",
+        not_null={"card_id", "category", "kind", "value", "issued_day", "expires_day"},
+        foreign_keys=[("card_id", "cards", "id"), ("redeemed_txn", "txns", "id")],
+        strict=True,
+        if_not_exists=True,
+    )
+    db["coupons"].create_index(["card_id", "issued_day"], if_not_exists=True)
+    db["category_stats"].create(
+        {"category": str, "baskets": int, "share_ppm": int},
+        pk="category",
+        not_null={"baskets", "share_ppm"},
+        strict=True,
+        if_not_exists=True,
+    )
+    db["category_pairs"].create(
+        {"a": str, "b": str, "baskets": int, "given_a_ppm": int},
+        pk=("a", "b"),
+        not_null={"baskets", "given_a_ppm"},
+        strict=True,
+        if_not_exists=True,
+    )
     db["maintenance"].create({"id": int, "active": int}, pk="id", not_null={"active"}, strict=True, if_not_exists=True)
     conn.execute("INSERT OR IGNORE INTO maintenance (id, active) VALUES (1, 0)")
     conn.executescript(_TRIGGERS)
@@ -168,13 +216,15 @@ class Document:
     content: bytes
     lines: str
     spend_cents: int
+    discount_cents: int
     item: str | None
     balance_after: int
     points: int
 
 
 _DOC_COLUMNS = (
-    "t.id, t.kind, t.card_id, t.parent_id, t.day, t.content, t.lines, t.spend_cents, t.item, t.balance_after, l.points"
+    "t.id, t.kind, t.card_id, t.parent_id, t.day, t.content, t.lines, t.spend_cents, t.discount_cents, t.item,"
+    " t.balance_after, l.points"
 )
 
 
@@ -275,6 +325,7 @@ class Store:
     def purge_key_version(self, key_version: int) -> int:
         """Delete every card under ``key_version`` (which must be retired) and all it held."""
         where = "card_id IN (SELECT id FROM cards WHERE key_version = ?)"
+        self.conn.execute(f"DELETE FROM coupons WHERE {where}", (key_version,))
         for table in ("ledger", "txns", "history", "visits", "affinity"):
             if table == "txns":  # refunds point at their checkout: children first
                 self.conn.execute(f"DELETE FROM txns WHERE parent_id IS NOT NULL AND {where}", (key_version,))
@@ -315,17 +366,19 @@ class Store:
         balance_after: int,
         item: str | None = None,
         parent_id: int | None = None,
-    ) -> None:
-        """Insert a document and its ledger entry (the caller holds the transaction)."""
+        discount_cents: int = 0,
+    ) -> int:
+        """Insert a document and its ledger entry (the caller holds the transaction); returns its id."""
         cur = self.conn.execute(
-            "INSERT INTO txns (ref, kind, card_id, parent_id, day, content, lines, spend_cents, item, balance_after)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (ref, kind, card_id, parent_id, day, content, lines, spend_cents, item, balance_after),
+            "INSERT INTO txns (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents, item,"
+            " balance_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents, item, balance_after),
         )
         self.conn.execute(
             "INSERT INTO ledger (card_id, txn_id, points, day) VALUES (?, ?, ?, ?)",
             (card_id, cur.lastrowid, points, day),
         )
+        return cur.lastrowid
 
     def recent_documents(self, card_id: int, limit: int = 10) -> list[Document]:
         rows = self.conn.execute(
@@ -370,7 +423,7 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         """Row counts per table, for summaries and audits."""
-        tables = ("cards", "txns", "ledger", "history", "visits", "affinity", "events")
+        tables = ("cards", "txns", "ledger", "history", "visits", "affinity", "coupons", "events")
         return {t: self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
 
     # -- retention -----------------------------------------------------------------
@@ -393,6 +446,7 @@ class Store:
         Needs :meth:`maintenance`. Balances do not change: each card's entries (old carried
         entries included) become one entry with their sum.
         """
+        coupons = self.conn.execute("DELETE FROM coupons WHERE issued_day < ?", (cutoff,)).rowcount
         old_docs = "SELECT id FROM txns WHERE day < ?"
         carried = self.conn.execute(
             "SELECT card_id, sum(points) FROM ledger"
@@ -412,7 +466,7 @@ class Store:
             "INSERT INTO ledger (card_id, txn_id, points, day) VALUES (?, NULL, ?, ?)",
             [(card_id, points, cutoff) for card_id, points in carried],
         )
-        return {"documents compacted": documents, "carried entries": len(carried)}
+        return {"documents compacted": documents, "carried entries": len(carried), "coupons dropped": coupons}
 
     def fold_history(self, cutoff: str) -> dict[str, int]:
         """Fold dated history before ``cutoff`` into undated per-card totals; drop old visits."""
@@ -466,3 +520,85 @@ class Store:
 
     def integrity_check(self) -> list[str]:
         return [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
+
+    # -- coupons and suggestions ----------------------------------------------------
+
+    def card_profile(self, card_id: int) -> tuple[list, list, list]:
+        """A card's dated history ``(day, category, baskets)``, undated ``(category, baskets)``
+        and visits ``(day, visits)``."""
+        history = self.conn.execute(
+            "SELECT day, category, baskets FROM history WHERE card_id = ?", (card_id,)
+        ).fetchall()
+        affinity = self.conn.execute("SELECT category, baskets FROM affinity WHERE card_id = ?", (card_id,)).fetchall()
+        visits = self.conn.execute("SELECT day, visits FROM visits WHERE card_id = ?", (card_id,)).fetchall()
+        return history, affinity, visits
+
+    def card_coupons(self, card_id: int, since: str) -> list[tuple]:
+        """``(id, category, kind, value, issued_day, expires_day, redeemed_txn)`` issued since a day."""
+        return self.conn.execute(
+            "SELECT id, category, kind, value, issued_day, expires_day, redeemed_txn FROM coupons"
+            " WHERE card_id = ? AND issued_day >= ? ORDER BY issued_day, rowid",
+            (card_id, since),
+        ).fetchall()
+
+    def add_coupons(self, rows: list[tuple]) -> None:
+        """Rows of ``(id, card_id, category, kind, value, issued_day, expires_day)``."""
+        self.conn.executemany(
+            "INSERT INTO coupons (id, card_id, category, kind, value, issued_day, expires_day)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def find_coupon(self, coupon_id: bytes) -> tuple | None:
+        """``(card_id, category, kind, value, expires_day, redeemed_txn)`` of a recorded coupon."""
+        return self.conn.execute(
+            "SELECT card_id, category, kind, value, expires_day, redeemed_txn FROM coupons WHERE id = ?",
+            (coupon_id,),
+        ).fetchone()
+
+    def redeem_coupon(self, coupon_id: bytes, txn_id: int) -> bool:
+        """Mark a coupon used by a document; False if it was used already (atomic)."""
+        cur = self.conn.execute(
+            "UPDATE coupons SET redeemed_txn = ? WHERE id = ? AND redeemed_txn IS NULL", (txn_id, coupon_id)
+        )
+        return cur.rowcount == 1
+
+    def document_id(self, ref: bytes) -> int:
+        return self.conn.execute("SELECT id FROM txns WHERE ref = ?", (ref,)).fetchone()[0]
+
+    def coupons_of_document(self, txn_id: int) -> list[tuple]:
+        return self.conn.execute(
+            "SELECT category, kind, value FROM coupons WHERE redeemed_txn = ? ORDER BY rowid", (txn_id,)
+        ).fetchall()
+
+    def refresh_category_stats(self) -> dict[str, int]:
+        """Recompute store-wide, card-free aggregates: category popularity and co-occurrence."""
+        total = self.conn.execute("SELECT coalesce(sum(visits), 0) FROM visits").fetchone()[0]
+        self.conn.execute("DELETE FROM category_stats")
+        self.conn.execute("DELETE FROM category_pairs")
+        if total == 0:
+            return {"baskets": 0, "categories": 0, "pairs": 0}
+        self.conn.execute(
+            "INSERT INTO category_stats (category, baskets, share_ppm)"
+            " SELECT category, sum(baskets), sum(baskets) * 1000000 / ? FROM history GROUP BY category",
+            (total,),
+        )
+        self.conn.execute(
+            "INSERT INTO category_pairs (a, b, baskets, given_a_ppm)"
+            " SELECT h1.category, h2.category, count(*), count(*) * 1000000 / s.baskets"
+            " FROM history h1 JOIN history h2 ON h2.card_id = h1.card_id AND h2.day = h1.day"
+            "  AND h2.category != h1.category"
+            " JOIN category_stats s ON s.category = h1.category"
+            " GROUP BY h1.category, h2.category"
+        )
+        categories = self.conn.execute("SELECT count(*) FROM category_stats").fetchone()[0]
+        pairs = self.conn.execute("SELECT count(*) FROM category_pairs").fetchone()[0]
+        return {"baskets": total, "categories": categories, "pairs": pairs}
+
+    def category_stats(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """``(share_ppm by category, given_a_ppm by a then b)``."""
+        shares = dict(self.conn.execute("SELECT category, share_ppm FROM category_stats"))
+        pairs: dict[str, dict[str, int]] = {}
+        for a, b, ppm in self.conn.execute("SELECT a, b, given_a_ppm FROM category_pairs"):
+            pairs.setdefault(a, {})[b] = ppm
+        return shares, pairs

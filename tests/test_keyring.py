@@ -105,7 +105,12 @@ def test_group_or_world_readable_file_is_refused(tmp_path, mode):
     [
         ("not json", "not a valid key ring"),
         ('{"format": "other"}', "unknown format"),
-        ('{"format": "anoncard-keyring/1", "reference_key": "AAAA", "keys": []}', "reference key"),
+        ('{"format": "anoncard-keyring/1", "reference_key": "AAAA", "keys": []}', "not a valid key ring"),
+        (
+            '{"format": "anoncard-keyring/1", "reference_key": "AAAA", "keys": [],'
+            ' "coupon_key": {"id": 1, "ed25519_seed": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}',
+            "reference key",
+        ),
     ],
 )
 def test_malformed_file_is_refused(tmp_path, text, rule):
