@@ -32,6 +32,7 @@ from .policy import _CATEGORY, _NAME, Policy
 from .service import KEYRING_NAME, Service, event_payload
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}([+-]\d{2}:\d{2})?")
 _BLOB_SIZE = {"blob32": 32, "blob16": 16, "blob8": 8}
 _SCANNED_TYPES = {"category", "name", "lines_json", "json"}
@@ -174,7 +175,8 @@ def _texts(kind: str, value: object) -> list[str]:
 
         def walk(v: object) -> None:
             if isinstance(v, str):
-                out.append(v)
+                if not _DIGEST.fullmatch(v):  # fingerprints are hex digests, not free text
+                    out.append(v)
             elif isinstance(v, dict):
                 for k, x in v.items():
                     out.append(str(k))

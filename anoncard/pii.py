@@ -109,9 +109,14 @@ def _payment_card(text: str) -> bool:
 
 
 def _tax_id(text: str) -> bool:
+    # only a value that *is* a tax id: 11-digit runs inside document numbers are common
+    # and about one in twenty passes the check digit
+    m = _TAX_CANDIDATE.fullmatch(text.strip())
+    if m is None:
+        return False
     from stdnum.de import idnr
 
-    return any(idnr.is_valid(_digits(m.group(0))) for m in _TAX_CANDIDATE.finditer(text))
+    return idnr.is_valid(_digits(m.group(0)))
 
 
 def _birth_date(text: str, today: date) -> bool:

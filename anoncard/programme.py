@@ -61,9 +61,10 @@ value = "9.00"
 [coupons]                  # printed at the entrance column, chosen from the card's history
 valid_days = 1             # a coupon is for today's shop
 per_visit = 3              # never more than this at one visit
-per_week = 9               # nor more than this in seven days
-rest_days = 28             # a category whose last two coupons were ignored rests this long
-quiet_after = 6            # a card that ignored its last N coupons gets one at a time
+per_week = 12              # nor more than this in seven days
+rest_after = 4             # a category whose last 4 coupons were all ignored...
+rest_days = 14             # ...rests this long
+quiet_after = 12           # a card that ignored its last N coupons gets one at a time
 discovery_weeks = 8        # the discovery slot offers what the card has not bought for this long
 
 [[offers]]                 # the most specific offer for a suggested category is printed
@@ -124,9 +125,10 @@ class Offer:
 class CouponRules:
     valid_days: int = 1
     per_visit: int = 3
-    per_week: int = 9
-    rest_days: int = 28
-    quiet_after: int = 6
+    per_week: int = 12
+    rest_after: int = 4
+    rest_days: int = 14
+    quiet_after: int = 12
     discovery_weeks: int = 8
 
 

@@ -161,7 +161,7 @@ class Service:
         self.policy = policy or Policy.default()
         self.ring_path = ring_path
         self.clock = clock
-        self._stats: tuple[dict, dict] | None = None
+        self._stats: suggest.StoreStats | None = None
         self._reconcile_keys()
         self._check_policy(strict=check_policy)
 
@@ -576,10 +576,10 @@ class Service:
 
     # -- entrance ------------------------------------------------------------------------
 
-    def category_stats(self) -> tuple[dict, dict]:
+    def category_stats(self) -> suggest.StoreStats:
         """Store-wide popularity and co-occurrence (cached; :meth:`refresh_stats` renews them)."""
         if self._stats is None:
-            self._stats = self.store.category_stats()
+            self._stats = suggest.StoreStats(*self.store.category_stats())
         return self._stats
 
     def refresh_stats(self) -> dict:
@@ -602,7 +602,7 @@ class Service:
         today_s = self._day(at)
         today = date.fromisoformat(today_s)
         rules = self.programme.coupons
-        shares, pairs = self.category_stats()
+        stats = self.category_stats()
         window = (today - timedelta(days=max(rules.rest_days, 7, rules.discovery_weeks * 7))).isoformat()
         with self.store.transaction():
             card, relinked = self._resolve(rec.card)
@@ -622,10 +622,9 @@ class Service:
                     history,
                     visits,
                     today=today,
-                    shares=shares,
-                    pairs=pairs,
+                    stats=stats,
                     k=cap,
-                    exclude={c[1] for c in held} | _resting(finished, today, rules.rest_days),
+                    exclude={c[1] for c in held} | _resting(finished, today, rules.rest_after, rules.rest_days),
                     department=self.programme.department,
                     discovery_weeks=rules.discovery_weeks,
                     allowed=lambda c: self.programme.offer_for(c) is not None,
@@ -759,15 +758,15 @@ def _category_cents(doc: Document, category: str) -> int:
     return sum(a for c, a in json.loads(doc.lines) if c == category)
 
 
-def _resting(finished: list[tuple], today: date, rest_days: int) -> set[str]:
-    """Categories whose last two finished coupons were both ignored, within ``rest_days``."""
+def _resting(finished: list[tuple], today: date, rest_after: int, rest_days: int) -> set[str]:
+    """Categories whose last ``rest_after`` finished coupons were all ignored, within ``rest_days``."""
     by_category: dict[str, list[tuple]] = {}
     for c in finished:
         by_category.setdefault(c[1], []).append(c)
     resting = set()
     for category, rows in by_category.items():
-        last_two = rows[-2:]
-        ignored = len(last_two) == 2 and all(r[6] is None for r in last_two)
-        if ignored and (today - date.fromisoformat(last_two[-1][5])).days < rest_days:
+        last = rows[-rest_after:]
+        ignored = rest_after > 0 and len(last) == rest_after and all(r[6] is None for r in last)
+        if ignored and (today - date.fromisoformat(last[-1][5])).days < rest_days:
             resting.add(category)
     return resting

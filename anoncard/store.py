@@ -177,9 +177,9 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
     )
     db["coupons"].create_index(["card_id", "issued_day"], if_not_exists=True)
     db["category_stats"].create(
-        {"category": str, "baskets": int, "share_ppm": int},
+        {"category": str, "baskets": int, "share_ppm": int, "recent_ppm": int},
         pk="category",
-        not_null={"baskets", "share_ppm"},
+        not_null={"baskets", "share_ppm", "recent_ppm"},
         strict=True,
         if_not_exists=True,
     )
@@ -571,17 +571,23 @@ class Store:
             "SELECT category, kind, value FROM coupons WHERE redeemed_txn = ? ORDER BY rowid", (txn_id,)
         ).fetchall()
 
-    def refresh_category_stats(self) -> dict[str, int]:
-        """Recompute store-wide, card-free aggregates: category popularity and co-occurrence."""
+    def refresh_category_stats(self, recent_days: int = 14) -> dict[str, int]:
+        """Recompute store-wide, card-free aggregates: category popularity (over the history
+        kept and over the last ``recent_days`` of it) and same-day co-occurrence."""
         total = self.conn.execute("SELECT coalesce(sum(visits), 0) FROM visits").fetchone()[0]
         self.conn.execute("DELETE FROM category_stats")
         self.conn.execute("DELETE FROM category_pairs")
         if total == 0:
             return {"baskets": 0, "categories": 0, "pairs": 0}
+        (latest,) = self.conn.execute("SELECT max(day) FROM visits").fetchone()
+        since = self.conn.execute("SELECT date(?, ?)", (latest, f"-{recent_days} days")).fetchone()[0]
+        recent_total = self.conn.execute("SELECT sum(visits) FROM visits WHERE day > ?", (since,)).fetchone()[0]
         self.conn.execute(
-            "INSERT INTO category_stats (category, baskets, share_ppm)"
-            " SELECT category, sum(baskets), sum(baskets) * 1000000 / ? FROM history GROUP BY category",
-            (total,),
+            "INSERT INTO category_stats (category, baskets, share_ppm, recent_ppm)"
+            " SELECT category, sum(baskets), sum(baskets) * 1000000 / ?,"
+            "  coalesce(sum(CASE WHEN day > ? THEN baskets END), 0) * 1000000 / ?"
+            " FROM history GROUP BY category",
+            (total, since, recent_total),
         )
         self.conn.execute(
             "INSERT INTO category_pairs (a, b, baskets, given_a_ppm)"
@@ -595,10 +601,11 @@ class Store:
         pairs = self.conn.execute("SELECT count(*) FROM category_pairs").fetchone()[0]
         return {"baskets": total, "categories": categories, "pairs": pairs}
 
-    def category_stats(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-        """``(share_ppm by category, given_a_ppm by a then b)``."""
+    def category_stats(self) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, int]]]:
+        """``(share_ppm by category, recent_ppm by category, given_a_ppm by a then b)``."""
         shares = dict(self.conn.execute("SELECT category, share_ppm FROM category_stats"))
+        recent = dict(self.conn.execute("SELECT category, recent_ppm FROM category_stats"))
         pairs: dict[str, dict[str, int]] = {}
         for a, b, ppm in self.conn.execute("SELECT a, b, given_a_ppm FROM category_pairs"):
             pairs.setdefault(a, {})[b] = ppm
-        return shares, pairs
+        return shares, recent, pairs

@@ -1,16 +1,20 @@
 """Which categories to offer a card at the entrance, from its token's history only.
 
-Design overview. The engine sees one card's category history (days, baskets) and
-two store-wide aggregates that hold no card at all: each category's share of
-baskets and how often categories are bought together. It never sees a product, a
+Design overview. The engine sees one card's category history (days, baskets per
+category, visits per day) and store-wide aggregates that hold no card at all: each
+category's share of baskets (over the history kept, and over the last two weeks)
+and how often categories are bought on the same day. It never sees a product, a
 store, a clock time or anything about the person.
 
-* **Habit** - the chance that the card's next basket holds a category, estimated as
-  the time-decayed share of the card's visits that held it, shrunk towards the
-  store-wide share (so a card with two visits is not judged on two visits).
+* **Habits** - the offers should make it likely that *at least one* fits the next
+  basket, so habits are chosen greedily by coverage: the first is the category on
+  most of the card's recent visits (time-decayed), the next the one on most of the
+  visits the first does not cover, and so on. A small prior from the store-wide
+  share keeps cards with little history sensible.
 * **Discovery** - one slot for a category the card has not bought for
-  ``discovery_weeks``: its own long-term habit (a seasonal or occasional buy), plus
-  complements - what cards that buy this card's habits also buy.
+  ``discovery_weeks``: its own long-term habit (an occasional buy), plus complements
+  (what is bought on the same days as this card's habits), weighted by the store-wide
+  trend (what is in season now).
 * **Diversity** - never more than two offers from one department; never a category
   the card already holds a coupon for, or one resting after being ignored.
 """
@@ -21,8 +25,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 
-HALF_LIFE_DAYS = 45.0
-PRIOR_VISITS = 1.5
+HALF_LIFE_DAYS = 90.0
+PRIOR_VISITS = 3.0
 COMPLEMENT_WEIGHT = 0.5
 MAX_PER_DEPARTMENT = 2
 
@@ -34,40 +38,50 @@ class Suggestion:
     score: float
 
 
-def habit_scores(
-    history: Iterable[tuple[str, str, int]],
-    visits: Iterable[tuple[str, int]],
-    today: date,
-    shares: dict[str, int],
-    *,
-    half_life: float = HALF_LIFE_DAYS,
-    prior: float = PRIOR_VISITS,
-) -> tuple[dict[str, float], dict[str, date]]:
-    """``(score by category, last day bought)``: decayed visit share, shrunk to the store share."""
-    decay: dict[str, float] = {}
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Store-wide, card-free aggregates (parts per million)."""
 
-    def weight(day: str) -> float:
-        w = decay.get(day)
-        if w is None:
+    shares: dict[str, int]
+    recent: dict[str, int]
+    pairs: dict[str, dict[str, int]]
+
+    def trend(self, category: str) -> float:
+        long = self.shares.get(category, 0)
+        return (self.recent.get(category, 0) + 50) / (long + 50)
+
+
+class Profile:
+    """One card's decayed history, computed once per entrance."""
+
+    def __init__(
+        self,
+        history: Iterable[tuple[str, str, int]],
+        visits: Iterable[tuple[str, int]],
+        today: date,
+        *,
+        half_life: float = HALF_LIFE_DAYS,
+    ) -> None:
+        self.today = today
+        self.weight: dict[str, float] = {}
+        for day, n in visits:
             age = (today - date.fromisoformat(day)).days
-            w = decay[day] = 0.5 ** (max(age, 0) / half_life)
-        return w
+            self.weight[day] = self.weight.get(day, 0.0) + n * 0.5 ** (max(age, 0) / half_life)
+        self.total = sum(self.weight.values())
+        self.days: dict[str, set[str]] = {}
+        self.last: dict[str, date] = {}
+        for day, category, baskets in history:
+            if baskets <= 0 or day not in self.weight:
+                continue
+            self.days.setdefault(category, set()).add(day)
+            d = date.fromisoformat(day)
+            if category not in self.last or d > self.last[category]:
+                self.last[category] = d
 
-    total = sum(n * weight(d) for d, n in visits)
-    bought: dict[str, float] = {}
-    last: dict[str, date] = {}
-    for day, category, baskets in history:
-        if baskets <= 0:
-            continue
-        bought[category] = bought.get(category, 0.0) + baskets * weight(day)
-        d = date.fromisoformat(day)
-        if category not in last or d > last[category]:
-            last[category] = d
-    denominator = total + prior
-    scores = {c: prior * ppm / 1e6 / denominator for c, ppm in shares.items()}
-    for category, w in bought.items():
-        scores[category] = (min(w, total) + prior * shares.get(category, 0) / 1e6) / denominator
-    return scores, last
+    def share(self, category: str, prior: float, store_share: float) -> float:
+        """Decayed share of visits holding the category, shrunk towards the store share."""
+        w = sum(self.weight[d] for d in self.days.get(category, ()))
+        return (w + prior * store_share) / (self.total + prior)
 
 
 def suggest(
@@ -75,53 +89,74 @@ def suggest(
     visits: Iterable[tuple[str, int]],
     *,
     today: date,
-    shares: dict[str, int],
-    pairs: dict[str, dict[str, int]],
+    stats: StoreStats,
     k: int = 3,
     exclude: Iterable[str] = (),
     department: Callable[[str], str] = lambda c: c,
     discovery_weeks: int = 8,
+    discovery: bool = True,
     allowed: Callable[[str], bool] = lambda c: True,
+    prior: float = PRIOR_VISITS,
 ) -> list[Suggestion]:
-    """Up to ``k`` categories for this card: ``k - 1`` habits and one discovery."""
+    """Up to ``k`` categories for this card: habits by coverage, and one discovery."""
     if k <= 0:
         return []
-    scores, last = habit_scores(history, visits, today, shares)
+    profile = Profile(history, visits, today)
     excluded = set(exclude)
-    ranked = sorted((c for c in scores if c not in excluded and allowed(c)), key=lambda c: (-scores[c], c))
+    candidates = [c for c in set(profile.days) | set(stats.shares) if c not in excluded and allowed(c)]
     per_department: dict[str, int] = {}
     chosen: list[Suggestion] = []
 
-    def take(category: str, reason: str, score: float) -> bool:
+    def fits(category: str) -> bool:
+        return per_department.get(department(category), 0) < MAX_PER_DEPARTMENT and category not in {
+            s.category for s in chosen
+        }
+
+    def take(category: str, reason: str, score: float) -> None:
         dep = department(category)
-        if per_department.get(dep, 0) >= MAX_PER_DEPARTMENT:
-            return False
         per_department[dep] = per_department.get(dep, 0) + 1
         chosen.append(Suggestion(category, reason, score))
-        return True
 
-    habits = k - 1 if k > 1 else k
-    for category in ranked:
-        if len(chosen) >= habits:
+    habits = k - 1 if discovery and k > 1 else k
+    uncovered = set(profile.weight)
+    denominator = profile.total + prior
+    while len(chosen) < habits:
+        left = sum(profile.weight[d] for d in uncovered)
+        frac = left / denominator if profile.total else 1.0
+        best, best_gain = None, -1.0
+        for c in candidates:
+            if not fits(c):
+                continue
+            gain = sum(profile.weight[d] for d in profile.days.get(c, set()) & uncovered)
+            gain += prior * frac * stats.shares.get(c, 0) / 1e6
+            if gain > best_gain or (gain == best_gain and best is not None and c < best):
+                best, best_gain = c, gain
+        if best is None:
             break
-        take(category, "habit", scores[category])
-    if k > 1:
+        take(best, "habit", best_gain / denominator)
+        uncovered -= profile.days.get(best, set())
+
+    if discovery and len(chosen) < k:
         horizon = discovery_weeks * 7
-        taken = {s.category for s in chosen}
-        anchors = ranked[:10]
-        weight = sum(scores[a] for a in anchors) or 1.0
+        share = {c: profile.share(c, prior, stats.shares.get(c, 0) / 1e6) for c in candidates}
+        anchors = sorted(share, key=lambda c: -share[c])[:10]
+        weight = sum(share[a] for a in anchors) or 1.0
 
-        def complement(c: str) -> float:
-            return sum(scores[a] * pairs.get(a, {}).get(c, 0) / 1e6 for a in anchors) / weight
+        def score(c: str) -> float:
+            complement = sum(share[a] * stats.pairs.get(a, {}).get(c, 0) / 1e6 for a in anchors) / weight
+            return (share[c] + COMPLEMENT_WEIGHT * complement) * stats.trend(c)
 
-        fresh = [c for c in ranked if c not in taken and (c not in last or (today - last[c]).days > horizon)]
-        fresh.sort(key=lambda c: -(scores[c] + COMPLEMENT_WEIGHT * complement(c)))
-        for category in fresh:
-            if take(category, "discovery", scores[category] + COMPLEMENT_WEIGHT * complement(category)):
+        fresh = [
+            c for c in candidates if fits(c) and (c not in profile.last or (today - profile.last[c]).days > horizon)
+        ]
+        if fresh:
+            best = max(fresh, key=lambda c: (score(c), c))
+            take(best, "discovery", score(best))
+    if len(chosen) < k:  # department limits or no discovery candidate left a slot open
+        share = {c: profile.share(c, prior, stats.shares.get(c, 0) / 1e6) for c in candidates}
+        for c in sorted(share, key=lambda c: (-share[c], c)):
+            if len(chosen) >= k:
                 break
-    for category in ranked:  # fill what department limits or a missing discovery left open
-        if len(chosen) >= k:
-            break
-        if category not in {s.category for s in chosen}:
-            take(category, "habit", scores[category])
-    return chosen[:k]
+            if fits(c):
+                take(c, "habit", share[c])
+    return chosen

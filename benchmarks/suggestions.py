@@ -1,0 +1,183 @@
+"""Entrance suggestions measured on a real year of baskets (The Complete Journey).
+
+Protocol: replay weeks 1-40 through the library with explicit times; then, for every
+visit in weeks 41-53 in time order, call ``enter`` just before the visit and check the
+visit out, presenting every printed coupon whose category is in the basket. Store-wide
+category aggregates are refreshed weekly (as a nightly purge would). Reported, next to
+two baselines computed at the same moments in the same run:
+
+* hit@3        - the visit buys at least one suggested category;
+* precision@3  - share of suggested categories the visit buys;
+* discovery    - the visit buys a suggested category the card has not bought in the
+                 previous 8 weeks;
+* coverage     - share of visits with at least one coupon (caps and fatigue cut this);
+* redemption   - share of printed coupons redeemed;
+* enter latency p50 / p99 with the year loaded.
+
+    python benchmarks/suggestions.py [--json benchmarks/results/suggestions.json] [--limit-households N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from anoncard import Service, init_home  # noqa: E402
+from anoncard.programme import DEFAULT_TOML  # noqa: E402
+from benchmarks.completejourney import load, request  # noqa: E402
+
+SPLIT_WEEK = 40
+K = 3
+
+
+def programme_text(departments: dict[str, str]) -> str:
+    head = DEFAULT_TOML.split("[departments]")[0]
+    lines = [f'"{c}" = "{d}"' for c, d in sorted(departments.items())]
+    return head + "[departments]\n" + "\n".join(lines) + "\n"
+
+
+class Scores:
+    def __init__(self) -> None:
+        self.visits = self.hits = self.suggested = self.bought = self.discoveries = self.covered = 0
+
+    def add(self, suggested: list[str], basket: set[str], recent: set[str]) -> None:
+        self.visits += 1
+        got = [c for c in suggested if c in basket]
+        self.covered += bool(suggested)
+        self.hits += bool(got)
+        self.suggested += len(suggested)
+        self.bought += len(got)
+        self.discoveries += any(c not in recent for c in got)
+
+    def row(self) -> dict:
+        v = max(self.visits, 1)
+        return {
+            "hit@3": round(self.hits / v, 4),
+            "precision@3": round(self.bought / max(self.suggested, 1), 4),
+            "discovery": round(self.discoveries / v, 4),
+            "coverage": round(self.covered / v, 4),
+        }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--limit-households", type=int, default=0, help="use only the first N households (smoke runs)")
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    baskets, departments = load()
+    if args.limit_households:
+        keep = sorted({b.household for b in baskets})[: args.limit_households]
+        keep_set = set(keep)
+        baskets = [b for b in baskets if b.household in keep_set]
+    households = sorted({b.household for b in baskets})
+    print(f"loaded {len(baskets)} baskets of {len(households)} households in {time.perf_counter() - t0:.1f} s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        init_home(home)
+        (home / "programme.toml").write_text(programme_text(departments))
+        svc = Service.open(home, synchronous="NORMAL")
+        cards = dict(zip(households, (s.code for s in svc.issue_cards({"count": len(households)})), strict=True))
+
+        t1 = time.perf_counter()
+        train = [b for b in baskets if b.week <= SPLIT_WEEK]
+        for i, b in enumerate(train):
+            svc.checkout(request(cards[b.household], b), at=b.at)
+            if i % 20000 == 0:
+                print(f"  replay {i}/{len(train)}", file=sys.stderr)
+        replay_s = time.perf_counter() - t1
+        svc.refresh_stats()
+        print(f"replayed weeks 1-{SPLIT_WEEK}: {len(train)} baskets in {replay_s:.1f} s")
+
+        engine, popular, personal = Scores(), Scores(), Scores()
+        issued = redeemed = 0
+        latencies: list[float] = []
+        kinds: Counter = Counter()
+        test = [b for b in baskets if b.week > SPLIT_WEEK]
+        week = SPLIT_WEEK
+        shares = svc.category_stats().shares
+        for i, b in enumerate(test):
+            if b.week != week:
+                week = b.week
+                svc.refresh_stats()
+                shares = svc.category_stats().shares
+            code = cards[b.household]
+            basket = {c for c, _a in b.lines}
+            history, _aff, _visits = svc.store.card_profile(svc.store.find_card(svc.ring.tokens(_secret(code))).id)
+            since = (b.at.date() - timedelta(weeks=8)).isoformat()
+            recent = {c for d, c, n in history if d >= since and n > 0}
+            counts: Counter = Counter()
+            for _d, c, n in history:
+                counts[c] += n
+            top_pop = sorted(shares, key=lambda c: -shares[c])[:K]
+            top_personal = sorted(counts, key=lambda c: (-counts[c], -shares.get(c, 0)))[:K]
+            if len(top_personal) < K:
+                top_personal += [c for c in top_pop if c not in top_personal][: K - len(top_personal)]
+
+            t = time.perf_counter()
+            entrance = svc.enter({"card": code}, at=b.at)
+            latencies.append(time.perf_counter() - t)
+            suggested = [c.category for c in entrance.coupons]
+            engine.add(suggested, basket, recent)
+            popular.add(top_pop, basket, recent)
+            personal.add(top_personal, basket, recent)
+            issued += sum(c.new for c in entrance.coupons)
+            use = [c.code for c in entrance.coupons if c.category in basket]
+            kinds.update(c.kind for c in entrance.coupons if c.category in basket)
+            redeemed += len(use)
+            svc.checkout(request(code, b, use), at=b.at)
+            if i % 5000 == 0:
+                print(f"  visits {i}/{len(test)}: hit@3 so far {engine.row()['hit@3']}", file=sys.stderr)
+        svc.close()
+
+    lat = sorted(latencies)
+    result = {
+        "benchmark": "suggestions",
+        "protocol": f"history weeks 1-{SPLIT_WEEK}, enter + checkout for every visit in weeks {SPLIT_WEEK + 1}-53",
+        "households": len(households),
+        "test_visits": engine.visits,
+        "anoncard": engine.row(),
+        "baseline_popularity": popular.row(),
+        "baseline_personal_frequency": personal.row(),
+        "coupons_issued": issued,
+        "coupon_redemption_rate": round(redeemed / max(issued, 1), 4),
+        "enter_latency_ms": {
+            "p50": round(statistics.median(lat) * 1000, 3),
+            "p99": round(lat[int(len(lat) * 0.99) - 1] * 1000, 3),
+            "n": len(lat),
+        },
+        "replay_weeks_1_40_s": round(replay_s, 1),
+    }
+    print()
+    print(f"{'':28} {'hit@3':>7} {'prec@3':>7} {'discov':>7} {'cover':>7}")
+    for name, key in (("anoncard", "anoncard"), ("baseline: popularity", "baseline_popularity"),
+                      ("baseline: personal freq.", "baseline_personal_frequency")):  # fmt: skip
+        r = result[key]
+        print(f"{name:28} {r['hit@3']:7.3f} {r['precision@3']:7.3f} {r['discovery']:7.3f} {r['coverage']:7.3f}")
+    print(f"coupons issued {issued}, redemption rate {result['coupon_redemption_rate']:.3f}")
+    print(f"enter latency p50 {result['enter_latency_ms']['p50']} ms, p99 {result['enter_latency_ms']['p99']} ms")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _secret(code: str):
+    from anoncard import cards
+
+    return cards.decode(code)
+
+
+if __name__ == "__main__":
+    main()
