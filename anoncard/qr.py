@@ -36,7 +36,7 @@ def render(text: str, fmt: str) -> bytes:
 def write(text: str, directory: Path, name: str, fmt: str) -> Path:
     """Write the QR code of ``text`` to ``directory/name.fmt`` (mode 0600: it holds a card secret)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / f"{name}.{fmt}"
     data = render(text, fmt)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

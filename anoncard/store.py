@@ -240,6 +240,7 @@ class Store:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute(f"PRAGMA synchronous={synchronous}")
             self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.execute("PRAGMA secure_delete=ON")  # purged rows are overwritten, not left in free pages
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"database {self.path}: {exc}") from None
