@@ -117,28 +117,29 @@ def suggest(
         per_department[dep] = per_department.get(dep, 0) + 1
         chosen.append(Suggestion(category, reason, score))
 
+    share = {c: profile.share(c, prior, stats.shares.get(c, 0) / 1e6) for c in candidates}
     habits = k - 1 if discovery and k > 1 else k
     uncovered = set(profile.weight)
     denominator = profile.total + prior
     while len(chosen) < habits:
         left = sum(profile.weight[d] for d in uncovered)
         frac = left / denominator if profile.total else 1.0
-        best, best_gain = None, -1.0
+        best, best_key = None, (-1.0, -1.0, "")
         for c in candidates:
             if not fits(c):
                 continue
             gain = sum(profile.weight[d] for d in profile.days.get(c, set()) & uncovered)
             gain += prior * frac * stats.shares.get(c, 0) / 1e6
-            if gain > best_gain or (gain == best_gain and best is not None and c < best):
-                best, best_gain = c, gain
+            key = (round(gain, 12), share[c], c)  # once every visit is covered, the likeliest next
+            if key > best_key:
+                best, best_key = c, key
         if best is None:
             break
-        take(best, "habit", best_gain / denominator)
+        take(best, "habit", best_key[0] / denominator)
         uncovered -= profile.days.get(best, set())
 
     if discovery and len(chosen) < k:
         horizon = discovery_weeks * 7
-        share = {c: profile.share(c, prior, stats.shares.get(c, 0) / 1e6) for c in candidates}
         anchors = sorted(share, key=lambda c: -share[c])[:10]
         weight = sum(share[a] for a in anchors) or 1.0
 
@@ -153,7 +154,6 @@ def suggest(
             best = max(fresh, key=lambda c: (score(c), c))
             take(best, "discovery", score(best))
     if len(chosen) < k:  # department limits or no discovery candidate left a slot open
-        share = {c: profile.share(c, prior, stats.shares.get(c, 0) / 1e6) for c in candidates}
         for c in sorted(share, key=lambda c: (-share[c], c)):
             if len(chosen) >= k:
                 break

@@ -187,6 +187,11 @@ def card_issue(obj, as_json, count, qr_dir, qr_format, preview):
 def _receipt_text(r) -> str:
     if r.kind == "checkout":
         text = f"{r.txn}: spend {r.spend} EUR, points {r.points:+d}, balance {r.balance}"
+        for c in r.coupons:
+            gain = f"-{c['discount']} EUR" if c["bonus_points"] == 0 else f"+{c['bonus_points']} points"
+            text += f"\ncoupon {c['category']}: {gain}"
+        if r.discount:
+            text += f"\ndiscount to deduct: {r.discount} EUR"
         if r.gift:
             text += f"\nhand over: {r.gift}"
     elif r.kind == "refund":
@@ -206,9 +211,10 @@ def _receipt_text(r) -> str:
 @click.option("--card", "card_code", help="The card code (as typed or scanned).")
 @click.option("--txn", help="Till document number; a retry with the same number counts once.")
 @click.option("--line", "lines", multiple=True, metavar="CATEGORY=AMOUNT", help="A basket line, e.g. dairy=3.49.")
+@click.option("--coupon", "coupon_codes", multiple=True, metavar="CODE", help="A coupon to redeem (repeatable).")
 @click.option("--input", "input_", metavar="FILE|-", help="Read the JSON request from a file or stdin instead.")
 @click.option("--at", help="Day of the purchase (ISO date) for replays; default today.")
-def checkout(obj, as_json, card_code, txn, lines, input_, at):
+def checkout(obj, as_json, card_code, txn, lines, coupon_codes, input_, at):
     """Credit a basket to a card: points, and the gift to hand over.
 
     \b
@@ -218,7 +224,8 @@ def checkout(obj, as_json, card_code, txn, lines, input_, at):
       echo '{"card": "C1-...", "txn": "t1", "lines": [{"category": "dairy", "amount": "3.49"}]}' \\
           | anoncard checkout --input -
     """
-    request = _request(input_, {"card": card_code, "txn": txn, "lines": _lines(lines) if lines else None})
+    flags = {"card": card_code, "txn": txn, "lines": _lines(lines) if lines else None, "coupons": list(coupon_codes)}
+    request = _request(input_, flags)
     when = _at(at)
     with _open(obj) as svc:
         r = svc.checkout(request, at=when)
@@ -281,6 +288,67 @@ def redeem(obj, as_json, card_code, reward, txn, input_):
     with _open(obj) as svc:
         r = svc.redeem(request)
     _print(as_json, r.to_dict(), _receipt_text(r))
+
+
+@command(main, "enter")
+@click.option("--card", "card_code", help="The card code, as scanned at the entrance column.")
+@click.option("--input", "input_", metavar="FILE|-", help="Read the JSON request from a file or stdin instead.")
+@click.option("--qr-dir", type=click.Path(file_okay=False, path_type=Path), help="Write each coupon's QR code here.")
+@click.option("--qr-format", type=click.Choice(["png", "svg"]), default="png", show_default=True)
+@click.option("--preview", is_flag=True, help="Also draw each coupon's QR code in the terminal.")
+@click.option("--at", help="Day of the visit (ISO date) for replays; default today.")
+def enter(obj, as_json, card_code, input_, qr_dir, qr_format, preview, at):
+    """Entrance column: print a few coupons chosen from this card's purchase history.
+
+    Coupons the card still holds are printed again; new ones respect the programme's
+    caps per visit and week and rest categories the card keeps ignoring.
+
+    \b
+    Example:
+      anoncard enter --card C1-... --qr-dir ./coupons
+    """
+    request = _request(input_, {"card": card_code})
+    when = _at(at)
+    with _open(obj) as svc:
+        result = svc.enter(request, at=when)
+    files = []
+    if qr_dir is not None:
+        from anoncard import qr
+
+        files = [str(qr.write(c.code, qr_dir, f"coupon-{i:02d}", qr_format)) for i, c in enumerate(result.coupons, 1)]
+    if as_json:
+        data = result.to_dict()
+        for row, path in zip(data["coupons"], files, strict=False):
+            row["qr"] = path
+        _print(True, data, "")
+        return
+    if not result.coupons:
+        click.echo("no coupons today")
+    for c in result.coupons:
+        click.echo(f"{'new ' if c.new else 'held'}  {c.text} (valid until {c.expires})")
+        click.echo(f"      {c.code}")
+        if preview:
+            from anoncard import qr
+
+            click.echo(qr.terminal(c.code))
+
+
+@main.group("coupons")
+def coupons_group() -> None:
+    """Coupon keys for terminals."""
+
+
+@command(coupons_group, "public-key")
+def coupons_public_key(obj, as_json):
+    """The public key terminals use to verify coupons offline (base64 of 32 bytes).
+
+    \b
+    Example:
+      anoncard coupons public-key > coupon-key.pub
+    """
+    with _open(obj) as svc:
+        key = svc.ring.coupon_public_key_text()
+    _print(as_json, {"ed25519_public_key": key, "key_id": svc.ring.coupon_key_id}, key)
 
 
 @main.group("keys")
