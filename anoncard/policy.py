@@ -23,7 +23,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -301,13 +301,15 @@ class Policy:
     def _value(self, rule: FieldRule, value: object, where: str, today: date | None) -> object:
         if value is None:
             return None
+        if rule.type == "category" and isinstance(value, str):
+            # categories repeat all day long: their verdict is cached per value (and year, for
+            # the birth-date rule); the message is rebuilt with this field's name
+            norm, problem = _category_verdict(rule, value, self.phone_region, (today or date.today()).year)
+            if problem is not None:
+                raise PolicyViolation(f"field '{where}': {problem}", field=where)
+            return norm
         if rule.type in _SCANNED and isinstance(value, str):
-            found = pii.scan(value, region=self.phone_region, today=today)
-            if found:
-                raise PolicyViolation(
-                    f"field '{where}': looks like personal data ({', '.join(found)}); the policy keeps none",
-                    field=where,
-                )
+            self._scan(value, where, today)
         if rule.type == "card_code":
             return cards.decode(value)
         if rule.type == "count":
@@ -335,6 +337,13 @@ class Policy:
                 raise PolicyViolation(f"field '{where}': the same coupon twice", field=where)
             return tuple(value)
         return _string(rule, value, where)
+
+    def _scan(self, value: str, where: str, today: date | None) -> None:
+        found = pii.scan(value, region=self.phone_region, today=today)
+        if found:
+            raise PolicyViolation(
+                f"field '{where}': looks like personal data ({', '.join(found)}); the policy keeps none", field=where
+            )
 
     def _lines(self, rule: FieldRule, value: object, where: str, today: date | None) -> tuple[Line, ...]:
         if not isinstance(value, list | tuple):
@@ -425,6 +434,18 @@ def _only_declared(mapping: Mapping, allowed: Mapping, kind: str | None, what: s
                 f"field '{prefix}{label}': not allowed in {what} (the policy keeps only what serves the customer)",
                 field=f"{prefix}{label}",
             )
+
+
+@lru_cache(maxsize=8192)
+def _category_verdict(rule: FieldRule, value: str, region: str, year: int) -> tuple[str | None, str | None]:
+    """``(normalised category, None)`` or ``(None, the broken rule)``, for one raw value."""
+    found = pii.scan(value, region=region, today=date(year, 12, 31))
+    if found:
+        return None, f"looks like personal data ({', '.join(found)}); the policy keeps none"
+    try:
+        return _string(rule, value, "_"), None
+    except PolicyViolation as exc:
+        return None, exc.message.split(": ", 1)[1]
 
 
 def _string(rule: FieldRule, value: object, where: str) -> str:

@@ -138,12 +138,16 @@ class Programme:
 
     points_per_euro: Fraction
     point_value_cents: Fraction
-    multipliers: dict[str, Fraction]
+    multipliers: dict[str, int]  # hundredths: "1.5" -> 150
     gifts: tuple[Gift, ...]
     rewards: dict[str, Reward]
     coupons: CouponRules = CouponRules()
     offers: dict[str, Offer] = None  # type: ignore[assignment]
     departments: dict[str, str] = None  # type: ignore[assignment]
+
+    @property
+    def _rate(self) -> int:
+        return int(self.points_per_euro * 100)  # exact: parsed from a decimal with two places
 
     def offer_for(self, category: str) -> Offer | None:
         """The offer a coupon for ``category`` carries: the category's own, else the ``*`` default."""
@@ -152,14 +156,14 @@ class Programme:
     def department(self, category: str) -> str:
         return (self.departments or {}).get(category, category)
 
-    def weight(self, category: str, cents: int) -> Fraction:
-        """Points-weighted value of one line, in cents."""
-        return cents * self.multipliers.get(category, Fraction(1))
+    def weight(self, category: str, cents: int) -> int:
+        """Points-weighted value of one line, in hundredths of a cent (integers only)."""
+        return cents * self.multipliers.get(category, 100)
 
     def points_for(self, lines: list[tuple[str, int]] | tuple[tuple[str, int], ...]) -> int:
         """Points a basket of ``(category, cents)`` lines earns."""
-        total = sum((self.weight(c, a) for c, a in lines), Fraction(0))
-        return int(total * self.points_per_euro / 100)
+        total = sum(self.weight(c, a) for c, a in lines)
+        return total * self._rate // 1_000_000
 
     def gift_for(self, spend_cents: int) -> Gift | None:
         """The largest gift whose threshold ``spend_cents`` meets, if any."""
@@ -190,7 +194,7 @@ class Programme:
             rate = _fraction(earn.get("points_per_euro", "1"), "earn.points_per_euro")
             point_value = _fraction(earn.get("point_value", "0.01"), "earn.point_value") * 100
             mult = {
-                str(k).lower(): _fraction(v, f"earn.category_multipliers.{k}")
+                str(k).lower(): int(_fraction(v, f"earn.category_multipliers.{k}") * 100)
                 for k, v in earn.get("category_multipliers", {}).items()
             }
             gifts = tuple(

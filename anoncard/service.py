@@ -25,7 +25,6 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
-from fractions import Fraction
 from pathlib import Path
 
 from . import coupons as coupon_codes
@@ -508,9 +507,9 @@ class Service:
         self, orig: Document, orig_lines: list[tuple[str, int]], remaining: dict[str, int], prior: list[Document]
     ) -> int:
         """Points this refund reverses: what the original earned, scaled by what is returned so far."""
-        total = sum((self.programme.weight(c, a) for c, a in orig_lines), Fraction(0))
-        left = sum((self.programme.weight(c, a) for c, a in remaining.items()), Fraction(0))
-        keep = int(orig.points * left / total) if total else 0
+        total = sum(self.programme.weight(c, a) for c, a in orig_lines)
+        left = sum(self.programme.weight(c, a) for c, a in remaining.items())
+        keep = orig.points * left // total if total else 0
         already = -sum(d.points for d in prior)
         return orig.points - keep - already
 
