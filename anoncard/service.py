@@ -704,6 +704,34 @@ class Service:
         self._save_ring()
         return Retirement(version, purged)
 
+    # -- backup ---------------------------------------------------------------------
+
+    def backup(self, dest: Path) -> dict:
+        """Copy the database to ``dest`` (consistent while terminals write). The key ring is
+        not in it: keep the two apart (see docs/operations.md)."""
+        return self.store.backup(dest)
+
+    def restore(self, source: Path) -> dict:
+        """Replace the database with a backup, then bring it in line with the key ring:
+        cards under versions retired since the backup are purged again.
+
+        Raises:
+            StoreError: the backup is missing, damaged or of another schema version.
+        """
+        self.store.restore_from(source)
+        self._stats = None
+        self._reconcile_keys()
+        purged = 0
+        with self.store.transaction():
+            for v in self.ring.versions:
+                if v.state == RETIRED and self.store.count_cards(v.version):
+                    purged += self.store.purge_key_version(v.version)
+            self._record("restored", {"cards_purged_again": purged})
+            recorded = self.recorded_policy()
+            if recorded != self.policy.fingerprint:  # the policy in force now, not the backup's
+                self._record("policy_applied", {"old": recorded, "new": self.policy.fingerprint})
+        return {"cards": self.store.count_cards(), "cards_purged_again": purged}
+
     # -- policy and retention -------------------------------------------------------
 
     def apply_policy(self, text: str, path: Path | None = None) -> dict:

@@ -24,7 +24,9 @@ transactions, WAL and a busy timeout.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from pathlib import Path
 from .errors import StoreError
 
 SCHEMA_VERSION = 1
+_LOCK_RETRIES = 4
 
 _TRIGGERS = """
 CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger
@@ -279,14 +282,68 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """A write transaction that takes the write lock up front (``BEGIN IMMEDIATE``)."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """A write transaction that takes the write lock up front (``BEGIN IMMEDIATE``).
+
+        Taking the lock first means a transaction never fails half way for lack of it. The
+        busy timeout waits for other writers; beyond it, a few bounded retries with backoff;
+        only then does "database is locked" reach the caller, as a StoreError.
+        """
+        for attempt in range(_LOCK_RETRIES + 1):
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise StoreError(f"database {self.path}: {exc}") from None
+                if attempt == _LOCK_RETRIES:
+                    raise StoreError(f"database {self.path}: still locked by another writer; try again") from None
+                time.sleep(0.05 * 2**attempt)
         try:
             yield
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    def backup(self, dest: str | Path) -> dict[str, int]:
+        """A consistent copy of the database while terminals keep writing (SQLite online backup)."""
+        dest = Path(dest)
+        if dest.exists():
+            raise StoreError(f"backup: {dest} exists; choose a new file")
+        target = sqlite3.connect(dest)
+        try:
+            self.conn.backup(target)  # one step: a single read snapshot of the source
+            target.execute("PRAGMA journal_mode=DELETE")
+            check = target.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            target.close()
+        os.chmod(dest, 0o600)
+        if check != "ok":
+            raise StoreError(f"backup: the copy failed its integrity check ({check})")
+        return {"bytes": dest.stat().st_size}
+
+    def restore_from(self, source: str | Path) -> None:
+        """Replace this database's content with a backup, under the write lock.
+
+        Raises:
+            StoreError: the source is missing, damaged, or of another schema version.
+        """
+        source = Path(source)
+        if not source.is_file():
+            raise StoreError(f"restore: {source} not found")
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        try:
+            check = src.execute("PRAGMA integrity_check").fetchone()[0]
+            version = src.execute("PRAGMA user_version").fetchone()[0]
+            if check != "ok":
+                raise StoreError(f"restore: {source} failed its integrity check")
+            if version != SCHEMA_VERSION:
+                raise StoreError(f"restore: {source} has schema version {version}, expected {SCHEMA_VERSION}")
+            src.backup(self.conn)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"restore: {source}: {exc}") from None
+        finally:
+            src.close()
 
     # -- key versions -----------------------------------------------------------
 

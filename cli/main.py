@@ -351,6 +351,40 @@ def coupons_public_key(obj, as_json):
     _print(as_json, {"ed25519_public_key": key, "key_id": svc.ring.coupon_key_id}, key)
 
 
+@command(main, "backup")
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+def backup(obj, as_json, dest):
+    """Copy the database to DEST, consistent while terminals keep writing.
+
+    The key ring is not in the backup: export it with 'keys export' and store the two
+    apart - together they link every presented card to its history.
+
+    \b
+    Example:
+      anoncard backup /mnt/backup/anoncard-2026-11-22.db
+    """
+    with _open(obj) as svc:
+        info = svc.backup(dest)
+    _print(as_json, {"backup": str(dest), **info}, f"backup written: {dest} ({info['bytes']} bytes)")
+
+
+@command(main, "restore")
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, help="Confirm: the current database content is replaced.")
+def restore(obj, as_json, source, yes):
+    """Replace the database with a backup; cards under keys retired since are purged again.
+
+    \b
+    Example:
+      anoncard restore /mnt/backup/anoncard-2026-11-22.db --yes
+    """
+    if not yes:
+        raise PolicyViolation("field 'yes': restoring replaces the database; confirm with --yes", field="yes")
+    with _open(obj) as svc:
+        info = svc.restore(source)
+    _print(as_json, info, f"restored {source}: {info['cards']} cards, {info['cards_purged_again']} purged again")
+
+
 @main.group("keys")
 def keys() -> None:
     """Key ring management: list, rotate, retire."""
@@ -371,6 +405,22 @@ def keys_list(obj, as_json):
         rows,
         "\n".join(f"v{r['version']}  {r['state']:<11}  created {r['created']}  cards {r['cards']}" for r in rows),
     )
+
+
+@command(keys, "export")
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+def keys_export(obj, as_json, dest):
+    """Copy the key ring to DEST (mode 0600), for a backup kept apart from the database's.
+
+    \b
+    Example:
+      anoncard keys export /media/offline-usb/keyring-2026-11-22.json
+    """
+    with _open(obj) as svc:
+        if dest.exists():
+            raise PolicyViolation(f"field 'dest': {dest} exists; choose a new file", field="dest")
+        svc.ring.save(dest)
+    _print(as_json, {"exported": str(dest)}, f"key ring exported to {dest} (mode 0600); store it apart from backups")
 
 
 @command(keys, "rotate")
