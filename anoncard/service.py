@@ -251,7 +251,7 @@ class Service:
         primary_version, primary_token = tokens[0]
         if card.key_version != primary_version:
             self.store.relink(card.id, primary_token, primary_version)
-            return Card(card.id, primary_version), True
+            return Card(card.id, primary_version, card.balance), True
         return card, False
 
     def _reconcile_keys(self) -> None:
@@ -343,37 +343,13 @@ class Service:
         with self.store.transaction():
             card, relinked = self._resolve(rec.card)
             content = self._content("checkout", card.id, lines, sorted(c.id.hex() for c in offers))
-            doc = self.store.find_document(ref)
-            if doc is not None:
-                self._same_content(doc, content, "txn")
-                used = [
-                    _coupon_line(
-                        cat,
-                        kind,
-                        value,
-                        *coupon_codes.benefit(
-                            coupon_codes.Coupon(b"", 0, date.min, kind, value, b"", cat), _category_cents(doc, cat)
-                        ),
-                    )
-                    for cat, kind, value in self.store.coupons_of_document(doc.id)
-                ]
-                return self._receipt(
-                    "checkout",
-                    rec.txn,
-                    doc,
-                    replayed=True,
-                    relinked=relinked,
-                    gift=doc.item,
-                    discount=format_cents(doc.discount_cents) if used else None,
-                    coupons=tuple(used),
-                )
             for c in offers:
                 row = self.store.find_coupon(c.id)
                 if row is None:
                     raise CouponError("field 'coupons': this coupon was not issued by this store", field="coupons")
                 if row[0] != card.id:
                     raise CouponError("field 'coupons': this coupon was issued to another card", field="coupons")
-            balance = self.store.balance(card.id) + points
+            balance = card.balance + points
             txn_id = self.store.add_document(
                 ref=ref,
                 kind="checkout",
@@ -387,6 +363,18 @@ class Service:
                 balance_after=balance,
                 item=gift.name if gift else None,
             )
+            if txn_id is None:  # this document number is known: a retry, or a reuse
+                doc = self.store.find_document(ref)
+                self._same_content(doc, content, "txn")
+                used = [
+                    _coupon_line(cat, kind, value, *coupon_codes.benefit(
+                        coupon_codes.Coupon(b"", 0, date.min, kind, value, b"", cat), _category_cents(doc, cat)))
+                    for cat, kind, value in self.store.coupons_of_document(doc.id)
+                ]  # fmt: skip
+                return self._receipt(
+                    "checkout", rec.txn, doc, replayed=True, relinked=relinked, gift=doc.item,
+                    discount=format_cents(doc.discount_cents) if used else None, coupons=tuple(used),
+                )  # fmt: skip
             for c in offers:
                 if not self.store.redeem_coupon(c.id, txn_id):
                     raise CouponError(f"field 'coupons': the {c.category} coupon was already used", field="coupons")
@@ -532,7 +520,7 @@ class Service:
             if doc is not None:
                 self._same_content(doc, content, "txn")
                 return self._receipt("redeem", rec.txn, doc, replayed=True, relinked=relinked, reward=doc.item)
-            balance = self.store.balance(card.id)
+            balance = card.balance
             if reward.points > balance:
                 raise LedgerError(
                     f"field 'reward': {reward.name!r} costs {reward.points} points, the card has {balance}",
@@ -564,7 +552,7 @@ class Service:
         rec = self._validate("balance", request)
         with self.store.transaction():
             card, relinked = self._resolve(rec.card)
-            points = self.store.balance(card.id)
+            points = card.balance
             visits = self.store.visit_count(card.id)
             recent = [
                 {"day": d.day, "kind": d.kind, "points": d.points, "spend": format_cents(d.spend_cents)}

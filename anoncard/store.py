@@ -118,8 +118,8 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
         if_not_exists=True,
     )
     db["txns"].create_index(["ref"], unique=True, if_not_exists=True)
-    db["txns"].create_index(["card_id"], if_not_exists=True)
-    db["txns"].create_index(["parent_id"], if_not_exists=True)
+    # refunds only: a partial index keeps checkouts from paying for it
+    conn.execute("CREATE INDEX IF NOT EXISTS txns_parent ON txns (parent_id) WHERE parent_id IS NOT NULL")
     db["ledger"].create(
         {"id": int, "card_id": int, "txn_id": int, "points": int, "day": str},
         pk="id",
@@ -128,23 +128,22 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
         strict=True,
         if_not_exists=True,
     )
-    db["ledger"].create_index(["card_id"], if_not_exists=True)
-    db["ledger"].create_index(["txn_id"], unique=True, if_not_exists=True)
-    db["history"].create(
-        {"card_id": int, "day": str, "category": str, "spend_cents": int, "baskets": int},
-        pk=("card_id", "day", "category"),
-        not_null={"spend_cents", "baskets"},
-        foreign_keys=[("card_id", "cards", "id")],
-        strict=True,
-        if_not_exists=True,
-    )
-    db["visits"].create(
-        {"card_id": int, "day": str, "visits": int, "spend_cents": int},
-        pk=("card_id", "day"),
-        not_null={"visits", "spend_cents"},
-        foreign_keys=[("card_id", "cards", "id")],
-        strict=True,
-        if_not_exists=True,
+    # one index serves balances (by card) and the one-entry-per-document rule
+    db["ledger"].create_index(["card_id", "txn_id"], unique=True, if_not_exists=True)
+    # the per-checkout upserts: clustered on their key (WITHOUT ROWID), one B-tree each
+    conn.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS history (
+            card_id INTEGER NOT NULL REFERENCES cards(id), day TEXT NOT NULL, category TEXT NOT NULL,
+            spend_cents INTEGER NOT NULL, baskets INTEGER NOT NULL,
+            PRIMARY KEY (card_id, day, category)
+        ) WITHOUT ROWID, STRICT;
+        CREATE TABLE IF NOT EXISTS visits (
+            card_id INTEGER NOT NULL REFERENCES cards(id), day TEXT NOT NULL,
+            visits INTEGER NOT NULL, spend_cents INTEGER NOT NULL,
+            PRIMARY KEY (card_id, day)
+        ) WITHOUT ROWID, STRICT;
+        """
     )
     db["affinity"].create(
         {"card_id": int, "category": str, "spend_cents": int, "baskets": int},
@@ -205,6 +204,7 @@ _MIGRATIONS = {1: _migrate_1}
 class Card:
     id: int
     key_version: int
+    balance: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,11 +365,16 @@ class Store:
         )
 
     def find_card(self, tokens: list[tuple[int, bytes]]) -> Card | None:
-        """The card whose stored token is one of ``(version, token)`` under that version."""
+        """The card whose stored token is one of ``(version, token)`` under that version,
+        with its balance (one query: the hot path of every checkout)."""
         for version, token in tokens:
-            row = self.conn.execute("SELECT id, key_version FROM cards WHERE token = ?", (token,)).fetchone()
+            row = self.conn.execute(
+                "SELECT id, key_version, (SELECT coalesce(sum(points), 0) FROM ledger WHERE card_id = cards.id)"
+                " FROM cards WHERE token = ?",
+                (token,),
+            ).fetchone()
             if row is not None and row[1] == version:
-                return Card(row[0], row[1])
+                return Card(*row)
         return None
 
     def relink(self, card_id: int, token: bytes, key_version: int) -> None:
@@ -394,13 +399,16 @@ class Store:
 
     def find_document(self, ref: bytes) -> Document | None:
         row = self.conn.execute(
-            f"SELECT {_DOC_COLUMNS} FROM txns t JOIN ledger l ON l.txn_id = t.id WHERE t.ref = ?", (ref,)
+            f"SELECT {_DOC_COLUMNS} FROM txns t JOIN ledger l ON l.card_id = t.card_id AND l.txn_id = t.id"
+            " WHERE t.ref = ?",
+            (ref,),
         ).fetchone()
         return None if row is None else Document(*row)
 
     def children(self, parent_id: int) -> list[Document]:
         rows = self.conn.execute(
-            f"SELECT {_DOC_COLUMNS} FROM txns t JOIN ledger l ON l.txn_id = t.id WHERE t.parent_id = ? ORDER BY t.id",
+            f"SELECT {_DOC_COLUMNS} FROM txns t JOIN ledger l ON l.card_id = t.card_id AND l.txn_id = t.id"
+            " WHERE t.parent_id = ? ORDER BY t.id",
             (parent_id,),
         )
         return [Document(*r) for r in rows]
@@ -425,13 +433,19 @@ class Store:
         item: str | None = None,
         parent_id: int | None = None,
         discount_cents: int = 0,
-    ) -> int:
-        """Insert a document and its ledger entry (the caller holds the transaction); returns its id."""
-        cur = self.conn.execute(
-            "INSERT INTO txns (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents, item,"
-            " balance_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents, item, balance_after),
-        )
+    ) -> int | None:
+        """Insert a document and its ledger entry (the caller holds the transaction); returns its
+        id, or None when a document with this reference exists (a retry, or a reuse)."""
+        try:
+            cur = self.conn.execute(
+                "INSERT INTO txns (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents,"
+                " item, balance_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents, item, balance_after),
+            )
+        except sqlite3.IntegrityError as exc:
+            if "txns.ref" in str(exc):
+                return None
+            raise
         self.conn.execute(
             "INSERT INTO ledger (card_id, txn_id, points, day) VALUES (?, ?, ?, ?)",
             (card_id, cur.lastrowid, points, day),
@@ -440,8 +454,8 @@ class Store:
 
     def recent_documents(self, card_id: int, limit: int = 10) -> list[Document]:
         rows = self.conn.execute(
-            f"SELECT {_DOC_COLUMNS} FROM txns t JOIN ledger l ON l.txn_id = t.id WHERE t.card_id = ?"
-            " ORDER BY t.id DESC LIMIT ?",
+            f"SELECT {_DOC_COLUMNS} FROM ledger l JOIN txns t ON t.id = l.txn_id WHERE l.card_id = ?"
+            " ORDER BY l.txn_id DESC LIMIT ?",
             (card_id, limit),
         )
         return [Document(*r) for r in rows]
