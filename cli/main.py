@@ -333,6 +333,32 @@ def enter(obj, as_json, card_code, input_, qr_dir, qr_format, preview, at):
             click.echo(qr.terminal(c.code))
 
 
+@main.command("serve")
+@click.pass_obj
+def serve(obj):
+    """JSON lines on stdin -> one JSON response line each on stdout, for long-lived terminals.
+
+    Each request names its operation in "op" (checkout, refund, balance, redeem, enter);
+    the other fields are the request, checked by the same gate as the CLI.
+
+    \b
+    Example:
+      echo '{"op": "balance", "card": "C1-..."}' | anoncard serve
+    """
+    from anoncard.serve import handle
+
+    try:
+        svc = _open(obj)
+    except AnonCardError as exc:
+        _emit_error(exc, False)
+    with svc:
+        out = sys.stdout
+        for line in sys.stdin.buffer:
+            if line.strip():
+                out.write(handle(svc, line.rstrip(b"\r\n")) + "\n")
+                out.flush()
+
+
 @main.group("coupons")
 def coupons_group() -> None:
     """Coupon keys for terminals."""
