@@ -57,10 +57,7 @@ def handle(svc: Service, line: bytes | str) -> str:
                 when = None
             if when is None:
                 raise PolicyViolation("field 'at': must be an ISO date such as 2026-11-22", field="at")
-        if op == "balance":
-            result = svc.balance(request)
-        else:
-            result = getattr(svc, op)(request, at=when)
+        result = getattr(svc, op)(request, at=when)
         return json.dumps({"ok": True, "result": result.to_dict()}, separators=(",", ":"))
     except AnonCardError as exc:
         return json.dumps({"ok": False, "error": {"code": exc.code, "message": exc.message}}, separators=(",", ":"))
