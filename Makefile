@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench bench-suggestions stress lint clean
+
+BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +23,18 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check anoncard cli tests benchmarks
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/checkout.py
+$(BENCH_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP) $(STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+bench-suggestions: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/suggestions.py --json benchmarks/results/suggestions.json
+
+stress: $(STAMP)
+	ANONCARD_STRESS=1 $(BIN)/python -m pytest tests/test_reliability.py tests/test_crash.py tests/test_backup.py tests/test_hostile_input.py tests/test_coupons.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check anoncard cli tests benchmarks

@@ -70,3 +70,20 @@ def request(card: str, b: Basket, coupons: list[str] | None = None) -> dict:
     if coupons:
         req["coupons"] = coupons
     return req
+
+
+def export(path: str) -> None:
+    """Write every basket as one JSON line (household index, basket id, time, lines)."""
+    import json
+
+    baskets, _departments = load()
+    households = {h: i for i, h in enumerate(sorted({b.household for b in baskets}))}
+    with open(path, "w", encoding="utf-8") as fh:
+        for b in baskets:
+            fh.write(json.dumps([households[b.household], b.basket, b.at.isoformat(), b.lines]) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    export(sys.argv[1])

@@ -1,0 +1,82 @@
+"""Run every benchmark and write benchmarks/results/results.{md,json}.
+
+python benchmarks/run_all.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import checkout, cli_startup, replay, scale, serve, suggestions  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
+    args = ap.parse_args(argv)
+    q = args.quick
+    out: dict = {"when": datetime.now().isoformat(timespec="seconds"), "machine": platform.platform()}
+    out["checkout_normal"] = checkout.main(["--n", "200" if q else "3000", "--rounds", "1" if q else "5"])
+    out["checkout_full"] = checkout.main(
+        ["--n", "100" if q else "1000", "--rounds", "1" if q else "5", "--synchronous", "FULL"]
+    )
+    out["serve"] = serve.main(["--n", "200" if q else "2000", "--rounds", "1" if q else "3"])
+    out["cli_startup"] = cli_startup.main(["--runs", "3" if q else "21"])
+    out["scale"] = scale.main(["--sizes", "1000,5000" if q else "10000,100000,1000000", "--ops", "50" if q else "2000"])
+    out["replay"] = replay.main(["--limit", "3000"] if q else [])
+    out["suggestions"] = suggestions.main(["--limit-households", "60"] if q else [])
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "results.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / "results.md").write_text(table(out))
+    print((RESULTS / "results.md").read_text())
+
+
+def table(r: dict) -> str:
+    cn, cf, sv, cl, sc, rp, sg = (r[k] for k in ("checkout_normal", "checkout_full", "serve", "cli_startup", "scale",
+                                              "replay", "suggestions"))  # fmt: skip
+    big, small = sc["rows"][-1], sc["rows"][0]
+    rows = [
+        ("checkout, library vs raw sqlite3 (WAL, NORMAL)", f"{cn['library_checkouts_per_s_median']} vs "
+         f"{cn['raw_sqlite_checkouts_per_s_median']} /s", f"ratio {cn['ratio_library_to_raw']}", ">= 0.5"),
+        ("checkout, library vs raw sqlite3 (WAL, FULL)", f"{cf['library_checkouts_per_s_median']} vs "
+         f"{cf['raw_sqlite_checkouts_per_s_median']} /s", f"ratio {cf['ratio_library_to_raw']}", ">= 0.5"),
+        ("serve vs library (FULL)",
+         f"{sv['serve_checkouts_per_s_median']} vs {sv['library_checkouts_per_s_median']} /s",
+         f"ratio {sv['ratio_serve_to_library']}", ">= 0.8"),
+        ("CLI one-shot checkout vs python -c pass",
+         f"{cl['cli_checkout_ms_median']} vs {cl['python_c_pass_ms_median']} ms",
+         f"ratio {cl['ratio']}", "<= 8"),
+        ("replay of the year", f"{rp['baskets']} baskets in {rp['wall_s']} s ({rp['baskets_per_s']}/s)",
+         f"peak RSS {rp['peak_rss_mb']} MB", "<= 60 s, <= 300 MB"),
+        ("enter with the year loaded", f"p50 {sg['enter_latency_ms']['p50']} ms",
+         f"p99 {sg['enter_latency_ms']['p99']} ms", "p99 <= 5 ms"),
+        (f"enter at {big['cards']} cards", f"p50 {big['enter']['p50_ms']} ms", f"p99 {big['enter']['p99_ms']} ms",
+         "p99 <= 10 ms"),
+        (f"growth {small['cards']} -> {big['cards']} cards (p99)",
+         f"enter x{sc['p99_ratio_largest_to_smallest']['enter']}",
+         f"checkout x{sc['p99_ratio_largest_to_smallest']['checkout']}", "<= 1.5"),
+        ("suggestions hit@3 / discovery", f"{sg['anoncard']['hit@3']} / {sg['anoncard']['discovery']}",
+         f"baselines: popularity {sg['baseline_popularity']['hit@3']}, personal "
+         f"{sg['baseline_personal_frequency']['hit@3']}", ">= 0.60 / >= 0.10"),
+    ]  # fmt: skip
+    lines = [f"# anoncard benchmarks ({r['when']})", "", f"Machine: {r['machine']}", "",
+             "| measure | value | compared | target |", "|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines += [
+        "",
+        "Database bytes per card: " + ", ".join(f"{x['cards']}: {x['db_bytes_per_card']}" for x in sc["rows"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

