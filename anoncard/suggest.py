@@ -69,19 +69,19 @@ class Profile:
             self.weight[day] = self.weight.get(day, 0.0) + n * 0.5 ** (max(age, 0) / half_life)
         self.total = sum(self.weight.values())
         self.days: dict[str, set[str]] = {}
-        self.last: dict[str, date] = {}
+        last: dict[str, str] = {}
         for day, category, baskets in history:
             if baskets <= 0 or day not in self.weight:
                 continue
             self.days.setdefault(category, set()).add(day)
-            d = date.fromisoformat(day)
-            if category not in self.last or d > self.last[category]:
-                self.last[category] = d
+            if day > last.get(category, ""):  # ISO days compare as strings
+                last[category] = day
+        self.last = {c: date.fromisoformat(d) for c, d in last.items()}
+        self.mass = {c: sum(self.weight[d] for d in days) for c, days in self.days.items()}
 
     def share(self, category: str, prior: float, store_share: float) -> float:
         """Decayed share of visits holding the category, shrunk towards the store share."""
-        w = sum(self.weight[d] for d in self.days.get(category, ()))
-        return (w + prior * store_share) / (self.total + prior)
+        return (self.mass.get(category, 0.0) + prior * store_share) / (self.total + prior)
 
 
 def suggest(
@@ -103,36 +103,46 @@ def suggest(
         return []
     profile = Profile(history, visits, today)
     excluded = set(exclude)
-    candidates = [c for c in set(profile.days) | set(stats.shares) if c not in excluded and allowed(c)]
+    ok = {c for c in set(profile.days) | set(stats.shares) if c not in excluded and allowed(c)}
+    by_popularity = sorted((c for c in ok if c not in profile.days), key=lambda c: (-stats.shares.get(c, 0), c))
     per_department: dict[str, int] = {}
     chosen: list[Suggestion] = []
+    taken: set[str] = set()
 
     def fits(category: str) -> bool:
-        return per_department.get(department(category), 0) < MAX_PER_DEPARTMENT and category not in {
-            s.category for s in chosen
-        }
+        return category not in taken and per_department.get(department(category), 0) < MAX_PER_DEPARTMENT
 
     def take(category: str, reason: str, score: float) -> None:
         dep = department(category)
         per_department[dep] = per_department.get(dep, 0) + 1
         chosen.append(Suggestion(category, reason, score))
+        taken.add(category)
 
-    share = {c: profile.share(c, prior, stats.shares.get(c, 0) / 1e6) for c in candidates}
+    share = {c: profile.share(c, prior, stats.shares.get(c, 0) / 1e6) for c in ok}
     habits = k - 1 if discovery and k > 1 else k
     uncovered = set(profile.weight)
     denominator = profile.total + prior
+    own = [c for c in profile.days if c in ok]
     while len(chosen) < habits:
         left = sum(profile.weight[d] for d in uncovered)
         frac = left / denominator if profile.total else 1.0
         best, best_key = None, (-1.0, -1.0, "")
-        for c in candidates:
-            if not fits(c):
-                continue
-            gain = sum(profile.weight[d] for d in profile.days.get(c, set()) & uncovered)
-            gain += prior * frac * stats.shares.get(c, 0) / 1e6
-            key = (round(gain, 12), share[c], c)  # once every visit is covered, the likeliest next
-            if key > best_key:
-                best, best_key = c, key
+        # the card's own categories: coverage of the visits not yet covered, plus the prior
+        for c in own:
+            if fits(c):
+                gain = sum(profile.weight[d] for d in profile.days[c] & uncovered)
+                gain += prior * frac * stats.shares.get(c, 0) / 1e6
+                key = (round(gain, 12), share[c], c)  # once every visit is covered, the likeliest next
+                if key > best_key:
+                    best, best_key = c, key
+        # any other category gains only its prior: the most popular one that fits stands for all
+        for c in by_popularity:
+            if fits(c):
+                gain = prior * frac * stats.shares.get(c, 0) / 1e6
+                key = (round(gain, 12), share[c], c)
+                if key > best_key:
+                    best, best_key = c, key
+                break
         if best is None:
             break
         take(best, "habit", best_key[0] / denominator)
@@ -142,14 +152,15 @@ def suggest(
         horizon = discovery_weeks * 7
         anchors = sorted(share, key=lambda c: -share[c])[:10]
         weight = sum(share[a] for a in anchors) or 1.0
+        complement: dict[str, float] = {}
+        for a in anchors:
+            for c, ppm in stats.pairs.get(a, {}).items():
+                complement[c] = complement.get(c, 0.0) + share[a] * ppm / 1e6 / weight
 
         def score(c: str) -> float:
-            complement = sum(share[a] * stats.pairs.get(a, {}).get(c, 0) / 1e6 for a in anchors) / weight
-            return (share[c] + COMPLEMENT_WEIGHT * complement) * stats.trend(c)
+            return (share[c] + COMPLEMENT_WEIGHT * complement.get(c, 0.0)) * stats.trend(c)
 
-        fresh = [
-            c for c in candidates if fits(c) and (c not in profile.last or (today - profile.last[c]).days > horizon)
-        ]
+        fresh = [c for c in ok if fits(c) and (c not in profile.last or (today - profile.last[c]).days > horizon)]
         if fresh:
             best = max(fresh, key=lambda c: (score(c), c))
             take(best, "discovery", score(best))
