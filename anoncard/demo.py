@@ -70,9 +70,14 @@ def run(
     done: list[tuple[str, str]] = []  # (txn, card) of checkouts, for refunds
     spend = points_earned = points_reversed = points_redeemed = gift_value = reward_value = 0
     relinked = 0
+    coupon_value = 0
+    last_day = None
     rotated_at = checkouts // 2
     for i in range(checkouts):
         day = start + timedelta(days=i * 7 // checkouts)
+        if day != last_day:  # the nightly job: store-wide category statistics for the entrance
+            service.refresh_stats()
+            last_day = day
         if i == rotated_at:
             service.rotate_keys(at=day)
             stats["rotations"] += 1
@@ -80,7 +85,19 @@ def run(
         big = weekly_shopper[card] and rng.random() < 0.35
         txn = f"store7-till{rng.randint(1, 6)}-{i:06d}"
         request = {"card": card, "txn": txn, "lines": _basket(rng, tastes[card], big)}
+        if rng.random() < 0.6:  # most customers scan their card at the entrance column
+            entrance = service.enter({"card": card}, at=day)
+            relinked += entrance.relinked
+            printed = entrance.coupons
+            stats["coupons printed"] += sum(c.new for c in printed)
+            bought = {ln["category"] for ln in request["lines"]}
+            use = [c.code for c in printed if c.category in bought]
+            if use:
+                request["coupons"] = use
         receipt = service.checkout(request, at=day)
+        for c in receipt.coupons:
+            stats["coupons redeemed"] += 1
+            coupon_value += int(c["discount"].replace(".", ""))
         stats["checkouts"] += 1
         done.append((txn, card))
         spend += sum(int(ln["amount"].replace(".", "")) for ln in request["lines"])
@@ -129,7 +146,8 @@ def run(
         stats["refused by the gate"] += 1
     net_points = points_earned - points_reversed
     point_value = service.programme.point_value_cents
-    earned_value = Fraction(net_points) * point_value + gift_value
+    # coupon bonus points are in the receipts' points already; coupon_value holds the discounts
+    earned_value = Fraction(net_points) * point_value + gift_value + coupon_value
     return {
         "cards issued": cards,
         "checkouts": stats["checkouts"],
@@ -143,7 +161,12 @@ def run(
         "rewards redeemed": dict(rewards),
         "gifts handed out": dict(gifts),
         "gift value (EUR)": format_cents(gift_value),
-        "effective reward rate (points + gifts) / spend": f"{float(earned_value / spend):.2%}" if spend else "n/a",
+        "coupons printed at the entrance": stats["coupons printed"],
+        "coupons redeemed": stats["coupons redeemed"],
+        "coupon discounts (EUR)": format_cents(coupon_value),
+        "effective reward rate (points + gifts + coupons) / spend": (
+            f"{float(earned_value / spend):.2%} (Kaiser's card: above 1 %)" if spend else "n/a"
+        ),
         "key rotations": stats["rotations"],
         "cards re-linked to the new key": relinked,
         "cards seen after the rotation": len(seen_after_rotation),
