@@ -108,15 +108,13 @@ def format_code(compact: str) -> str:
     return "-".join([compact[: len(PREFIX)], *groups])
 
 
+_NORMALISE = str.maketrans({"-": None, " ": None, "I": "1", "L": "1", "O": "0"})
+_TO_INT_DIGITS = str.maketrans(ALPHABET, "0123456789abcdefghijklmnopqrstuv")
+
+
 def normalise(text: str) -> str:
     """Upper-case, drop dashes and spaces, map Crockford aliases; no validation."""
-    out = []
-    for ch in text.upper():
-        if ch in "- ":
-            continue
-        v = _VALUE.get(ch)
-        out.append(ALPHABET[v] if v is not None else ch)
-    return "".join(out)
+    return text.upper().translate(_NORMALISE)
 
 
 def decode(text: object) -> CardSecret:
@@ -143,7 +141,4 @@ def decode(text: object) -> CardSecret:
         raise CardError(f"field 'card': unknown card code version (expected prefix {PREFIX})", field="card")
     if _syndrome([_VALUE[c] for c in compact]) != 0:
         raise CardError("field 'card': check character does not match (typo?)", field="card")
-    value = 0
-    for ch in compact[len(PREFIX) : -1]:
-        value = (value << 5) | _VALUE[ch]
-    return CardSecret(value)
+    return CardSecret(int(compact[len(PREFIX) : -1].translate(_TO_INT_DIGITS), 32))

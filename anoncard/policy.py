@@ -23,7 +23,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from functools import cache, lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -202,6 +202,7 @@ class Policy:
 
     def __init__(self, doc: Mapping) -> None:
         self.doc = doc
+        self._categories: dict[tuple[str, int], tuple[str | None, str | None]] = {}
         canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         self.fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
         for key in doc:
@@ -304,7 +305,13 @@ class Policy:
         if rule.type == "category" and isinstance(value, str):
             # categories repeat all day long: their verdict is cached per value (and year, for
             # the birth-date rule); the message is rebuilt with this field's name
-            norm, problem = _category_verdict(rule, value, self.phone_region, (today or date.today()).year)
+            year = (today or date.today()).year
+            verdict = self._categories.get((value, year))
+            if verdict is None:
+                verdict = _category_verdict(rule, value, self.phone_region, year)
+                if len(self._categories) < 100_000:
+                    self._categories[value, year] = verdict
+            norm, problem = verdict
             if problem is not None:
                 raise PolicyViolation(f"field '{where}': {problem}", field=where)
             return norm
@@ -436,7 +443,6 @@ def _only_declared(mapping: Mapping, allowed: Mapping, kind: str | None, what: s
             )
 
 
-@lru_cache(maxsize=8192)
 def _category_verdict(rule: FieldRule, value: str, region: str, year: int) -> tuple[str | None, str | None]:
     """``(normalised category, None)`` or ``(None, the broken rule)``, for one raw value."""
     found = pii.scan(value, region=region, today=date(year, 12, 31))

@@ -144,10 +144,11 @@ class Programme:
     coupons: CouponRules = CouponRules()
     offers: dict[str, Offer] = None  # type: ignore[assignment]
     departments: dict[str, str] = None  # type: ignore[assignment]
+    rate_hundredths: int = 100  # points_per_euro * 100, exact (parsed from a two-place decimal)
 
     @property
     def _rate(self) -> int:
-        return int(self.points_per_euro * 100)  # exact: parsed from a decimal with two places
+        return self.rate_hundredths
 
     def offer_for(self, category: str) -> Offer | None:
         """The offer a coupon for ``category`` carries: the category's own, else the ``*`` default."""
@@ -219,7 +220,7 @@ class Programme:
             raise ProgrammeError(f"programme: missing key {exc.args[0]!r}") from None
         if len({g.min_spend_cents for g in gifts}) != len(gifts):
             raise ProgrammeError("programme: two gifts share a threshold")
-        return cls(rate, point_value, mult, gifts, rewards, coupon_rules, offers, departments)
+        return cls(rate, point_value, mult, gifts, rewards, coupon_rules, offers, departments, int(rate * 100))
 
     @classmethod
     def load(cls, path: Path) -> Programme:
