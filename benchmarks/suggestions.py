@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from anoncard import Service, init_home  # noqa: E402
 from anoncard.programme import DEFAULT_TOML  # noqa: E402
+from anoncard.suggest import suggest  # noqa: E402
 from benchmarks.completejourney import load, request  # noqa: E402
 
 SPLIT_WEEK = 40
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"replayed weeks 1-{SPLIT_WEEK}: {len(train)} baskets in {replay_s:.1f} s")
 
         engine, popular, personal = Scores(), Scores(), Scores()
+        ranking, habits_only = Scores(), Scores()  # the engine alone, without caps, fatigue or held coupons
         issued = redeemed = 0
         latencies: list[float] = []
         kinds: Counter = Counter()
@@ -114,12 +116,30 @@ def main(argv: list[str] | None = None) -> dict:
                 shares = svc.category_stats().shares
             code = cards[b.household]
             basket = {c for c, _a in b.lines}
-            history, _aff, _visits = svc.store.card_profile(svc.store.find_card(svc.ring.tokens(_secret(code))).id)
+            card_id = svc.store.find_card(svc.ring.tokens(_secret(code))).id
+            history, _aff, _visits = svc.store.card_profile(card_id)
             since = (b.at.date() - timedelta(weeks=8)).isoformat()
             recent = {c for d, c, n in history if d >= since and n > 0}
             counts: Counter = Counter()
             for _d, c, n in history:
                 counts[c] += n
+            stats = svc.category_stats()
+            department = svc.programme.department
+            ranking.add(
+                [x.category for x in suggest(history, _visits, today=b.at.date(), stats=stats, department=department)],
+                basket,
+                recent,
+            )
+            habits_only.add(
+                [
+                    x.category
+                    for x in suggest(
+                        history, _visits, today=b.at.date(), stats=stats, department=department, discovery=False
+                    )
+                ],
+                basket,
+                recent,
+            )
             top_pop = sorted(shares, key=lambda c: -shares[c])[:K]
             top_personal = sorted(counts, key=lambda c: (-counts[c], -shares.get(c, 0)))[:K]
             if len(top_personal) < K:
@@ -148,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
         "households": len(households),
         "test_visits": engine.visits,
         "anoncard": engine.row(),
+        "engine_ranking_without_caps": ranking.row(),
+        "engine_habits_only_without_caps": habits_only.row(),
         "baseline_popularity": popular.row(),
         "baseline_personal_frequency": personal.row(),
         "coupons_issued": issued,
@@ -161,7 +183,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print()
     print(f"{'':28} {'hit@3':>7} {'prec@3':>7} {'discov':>7} {'cover':>7}")
-    for name, key in (("anoncard", "anoncard"), ("baseline: popularity", "baseline_popularity"),
+    for name, key in (("anoncard (enter, with caps)", "anoncard"),
+                      ("engine ranking, no caps", "engine_ranking_without_caps"),
+                      ("engine habits only, no caps", "engine_habits_only_without_caps"),
+                      ("baseline: popularity", "baseline_popularity"),
                       ("baseline: personal freq.", "baseline_personal_frequency")):  # fmt: skip
         r = result[key]
         print(f"{name:28} {r['hit@3']:7.3f} {r['precision@3']:7.3f} {r['discovery']:7.3f} {r['coverage']:7.3f}")
