@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import json
 import random
 import sqlite3
 import statistics
@@ -25,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from anoncard import Service, init_home  # noqa: E402
+from benchmarks.common import write_json  # noqa: E402
 
 CATEGORIES = ["dairy", "bakery", "fruit", "vegetables", "meat", "coffee", "beverages", "frozen", "snacks", "household"]
 
@@ -136,10 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"  raw      {raw:8.0f} checkouts/s (median)\n"
         f"  ratio    {lib / raw:8.3f}"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_json(args.json, result)
 
 
 if __name__ == "__main__":

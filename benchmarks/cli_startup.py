@@ -6,7 +6,6 @@ python benchmarks/cli_startup.py [--runs 15] [--json PATH]
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from anoncard import Service, init_home  # noqa: E402
+from benchmarks.common import write_json  # noqa: E402
 
 
 def wall(cmd: list[str]) -> float:
@@ -69,10 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"python -c pass       {b * 1000:7.1f} ms (median of {args.runs})")
     print(f"anoncard checkout    {c * 1000:7.1f} ms (median of {args.runs})")
     print(f"ratio                {c / b:7.2f}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from anoncard import Service, init_home  # noqa: E402
+from benchmarks.common import write_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,10 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"replayed {baskets} baskets ({lines} category lines, {n_households} cards) in {wall:.1f} s: "
         f"{baskets / wall:.0f} baskets/s, peak RSS {peak_mb:.0f} MB, database {db_bytes / 2**20:.0f} MB"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ operations then go through the library like any terminal's.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sqlite3
 import statistics
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from anoncard import Service, init_home  # noqa: E402
 from anoncard.cards import generate  # noqa: E402
+from benchmarks.common import write_json  # noqa: E402
 
 CATEGORIES = [f"category {i:02d}" for i in range(40)]
 WEIGHTS = [1 / (i + 1) for i in range(40)]
@@ -135,10 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     print(f"p99 at {last['cards']} vs {first['cards']} cards: {result['p99_ratio_largest_to_smallest']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from anoncard import Service, init_home  # noqa: E402
 from benchmarks.checkout import baskets  # noqa: E402
+from benchmarks.common import write_json  # noqa: E402
 
 
 def run_serve(anoncard: Path, home: Path, requests: list[dict]) -> float:
@@ -83,10 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  library  {lib_m:8.0f} checkouts/s (median)")
     print(f"  serve    {srv_m:8.0f} checkouts/s (median)")
     print(f"  ratio    {srv_m / lib_m:8.3f}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_json(args.json, result)
 
 
 if __name__ == "__main__":

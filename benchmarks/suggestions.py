@@ -20,7 +20,6 @@ two baselines computed at the same moments in the same run:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from anoncard import Service, init_home  # noqa: E402
 from anoncard.programme import DEFAULT_TOML  # noqa: E402
 from anoncard.suggest import suggest  # noqa: E402
+from benchmarks.common import write_json  # noqa: E402
 from benchmarks.completejourney import load, request  # noqa: E402
 
 SPLIT_WEEK = 40
@@ -192,10 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:28} {r['hit@3']:7.3f} {r['precision@3']:7.3f} {r['discovery']:7.3f} {r['coverage']:7.3f}")
     print(f"coupons issued {issued}, redemption rate {result['coupon_redemption_rate']:.3f}")
     print(f"enter latency p50 {result['enter_latency_ms']['p50']} ms, p99 {result['enter_latency_ms']['p99']} ms")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_json(args.json, result)
 
 
 def _secret(code: str):
