@@ -65,8 +65,15 @@ def _email(text: str) -> bool:
     return False
 
 
+# where a dialled number starts with the trunk prefix 0 or with +: a digit run that starts
+# otherwise (a till document number, say) is no phone number there
+_TRUNK_ZERO = {"DE", "AT", "CH", "FR", "GB", "NL", "BE", "PL", "CZ", "DK", "SE", "FI", "IE", "PT", "LU"}
+
+
 def _phone(text: str, region: str) -> bool:
     candidates = [m.group(0) for m in _PHONE_CANDIDATE.finditer(text) if len(_digits(m.group(0))) >= 7]
+    if region in _TRUNK_ZERO:
+        candidates = [c for c in candidates if c.lstrip("(")[:1] in ("0", "+")]
     if not candidates:
         return False
     import phonenumbers
@@ -86,9 +93,9 @@ def _phone(text: str, region: str) -> bool:
 
 
 def _iban(text: str) -> bool:
-    from stdnum import iban
-
     for m in _IBAN_CANDIDATE.finditer(text):
+        from stdnum import iban  # only once a candidate is found: importing it costs
+
         candidate = m.group(0).replace(" ", "")
         # try the longest prefix that validates: an IBAN may be followed by other symbols
         for end in range(len(candidate), 14, -1):
@@ -98,9 +105,9 @@ def _iban(text: str) -> bool:
 
 
 def _payment_card(text: str) -> bool:
-    from stdnum import luhn
-
     for m in _CARD_CANDIDATE.finditer(text):
+        from stdnum import luhn
+
         digits = _digits(m.group(0))
         # major networks' first digit: 2/5 Mastercard, 3 Amex/Diners/JCB, 4 Visa, 6 Discover/Maestro/UnionPay
         if 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn.is_valid(digits):

@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from . import cards, pii
@@ -521,6 +520,8 @@ _BUILDERS = {
 
 def default_text() -> str:
     """The text of the policy that ships with anoncard (what ``init`` writes)."""
+    from importlib import resources
+
     return resources.files("anoncard").joinpath("policy.toml").read_text(encoding="utf-8")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import tempfile
 from datetime import date, datetime
 from pathlib import Path
 
@@ -495,6 +494,8 @@ def demo(obj, as_json, seed, cards, checkouts, into):
       anoncard demo
       anoncard demo --into ./demo-home && anoncard --home ./demo-home audit
     """
+    import tempfile
+
     from anoncard import demo as demo_mod
 
     if into is not None and into.exists() and any(into.iterdir()):
