@@ -13,6 +13,8 @@ The programme lives in ``programme.toml`` in the home; :data:`DEFAULT_TOML` is w
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
 from dataclasses import dataclass
 from fractions import Fraction
@@ -145,6 +147,7 @@ class Programme:
     offers: dict[str, Offer] = None  # type: ignore[assignment]
     departments: dict[str, str] = None  # type: ignore[assignment]
     rate_hundredths: int = 100  # points_per_euro * 100, exact (parsed from a two-place decimal)
+    fingerprint: str = ""  # SHA-256 of the canonical programme, recorded in the event log when it changes
 
     @property
     def _rate(self) -> int:
@@ -220,7 +223,11 @@ class Programme:
             raise ProgrammeError(f"programme: missing key {exc.args[0]!r}") from None
         if len({g.min_spend_cents for g in gifts}) != len(gifts):
             raise ProgrammeError("programme: two gifts share a threshold")
-        return cls(rate, point_value, mult, gifts, rewards, coupon_rules, offers, departments, int(rate * 100))
+        canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
+        return cls(
+            rate, point_value, mult, gifts, rewards, coupon_rules, offers, departments, int(rate * 100), fingerprint
+        )
 
     @classmethod
     def load(cls, path: Path) -> Programme:

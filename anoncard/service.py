@@ -163,6 +163,7 @@ class Service:
         self._stats: suggest.StoreStats | None = None
         self._reconcile_keys()
         self._check_policy(strict=check_policy)
+        self._record_programme()
 
     @classmethod
     def open(
@@ -230,6 +231,14 @@ class Service:
         """Fingerprint of the policy last applied, as the event log records it."""
         applied = self.store.events("policy_applied")
         return json.loads(applied[-1][3])["new"] if applied else None
+
+    def _record_programme(self) -> None:
+        """Earn rates, gifts and offers may change; every change is recorded in the event log."""
+        changes = self.store.events("programme_changed")
+        last = json.loads(changes[-1][3])["new"] if changes else None
+        if last != self.programme.fingerprint:
+            with self.store.transaction():
+                self._record("programme_changed", {"old": last, "new": self.programme.fingerprint})
 
     def _check_policy(self, *, strict: bool) -> None:
         recorded = self.recorded_policy()

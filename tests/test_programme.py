@@ -49,3 +49,21 @@ def test_invalid_programme_names_the_rule(change, rule):
     assert old in DEFAULT_TOML
     with pytest.raises(ProgrammeError, match=rule):
         Programme.from_toml(DEFAULT_TOML.replace(old, new, 1))
+
+
+def test_a_programme_change_is_recorded_in_the_event_log(home):
+    import json
+
+    from anoncard import Service
+
+    with Service.open(home) as svc:
+        first = svc.store.events("programme_changed")
+        assert [json.loads(e[3])["old"] for e in first] == [None]
+    path = home / "programme.toml"
+    path.write_text(path.read_text().replace('points_per_euro = "1"', 'points_per_euro = "2"'))
+    with Service.open(home) as svc:
+        changes = [json.loads(e[3]) for e in svc.store.events("programme_changed")]
+        assert len(changes) == 2 and changes[1]["old"] == changes[0]["new"] != changes[1]["new"]
+        assert changes[1]["new"] == svc.programme.fingerprint
+    with Service.open(home) as svc:  # unchanged: nothing new recorded
+        assert len(svc.store.events("programme_changed")) == 2
