@@ -22,19 +22,26 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
+    ap.add_argument("--table-only", action="store_true", help="rebuild the table from results/*.json")
     args = ap.parse_args(argv)
     q = args.quick
-    out: dict = {"when": datetime.now().isoformat(timespec="seconds"), "machine": platform.platform()}
-    out["checkout_normal"] = checkout.main(["--n", "200" if q else "3000", "--rounds", "1" if q else "5"])
-    out["checkout_full"] = checkout.main(
-        ["--n", "100" if q else "1000", "--rounds", "1" if q else "5", "--synchronous", "FULL"]
-    )
-    out["serve"] = serve.main(["--n", "200" if q else "2000", "--rounds", "1" if q else "3"])
-    out["cli_startup"] = cli_startup.main(["--runs", "3" if q else "21"])
-    out["scale"] = scale.main(["--sizes", "1000,5000" if q else "10000,100000,1000000", "--ops", "50" if q else "2000"])
-    out["replay"] = replay.main(["--limit", "3000"] if q else [])
-    out["suggestions"] = suggestions.main(["--limit-households", "60"] if q else [])
+    runs = {
+        "checkout_normal": (checkout, ["--n", "200" if q else "3000", "--rounds", "1" if q else "5"]),
+        "checkout_full": (checkout, ["--n", "100" if q else "1000", "--rounds", "1" if q else "5",
+                                     "--synchronous", "FULL"]),
+        "serve": (serve, ["--n", "200" if q else "2000", "--rounds", "1" if q else "3"]),
+        "cli_startup": (cli_startup, ["--runs", "3" if q else "21"]),
+        "scale": (scale, ["--sizes", "1000,5000" if q else "10000,100000,1000000", "--ops", "50" if q else "2000"]),
+        "replay": (replay, ["--limit", "3000"] if q else []),
+        "suggestions": (suggestions, ["--limit-households", "60"] if q else []),
+    }  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
+    out: dict = {"when": datetime.now().isoformat(timespec="seconds"), "machine": platform.platform()}
+    for name, (module, params) in runs.items():
+        path = RESULTS / f"{name}.json"
+        if not args.table_only:
+            module.main([*params, "--json", str(path)])
+        out[name] = json.loads(path.read_text())
     (RESULTS / "results.json").write_text(json.dumps(out, indent=2) + "\n")
     (RESULTS / "results.md").write_text(table(out))
     print((RESULTS / "results.md").read_text())
