@@ -613,10 +613,12 @@ class Service:
                 cap = min(cap, 1 - len(held))  # a card that ignores everything gets one at a time
             picks = []
             if cap > 0:
-                history, _affinity, visits = self.store.card_profile(card.id)
+                since = (today - timedelta(weeks=rules.discovery_weeks)).isoformat()
+                history, affinity, visits = self.store.card_profile(card.id, since=since)
                 picks = suggest.suggest(
                     history,
                     visits,
+                    affinity=affinity,
                     today=today,
                     stats=stats,
                     k=cap,

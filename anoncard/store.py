@@ -595,14 +595,29 @@ class Store:
 
     # -- coupons and suggestions ----------------------------------------------------
 
-    def card_profile(self, card_id: int) -> tuple[list, list, list]:
-        """A card's dated history ``(day, category, baskets)``, undated ``(category, baskets)``
-        and visits ``(day, visits)``."""
+    def card_profile(self, card_id: int, *, max_days: int = 120, since: str = "") -> tuple[list, list, list]:
+        """A card's recent dated history ``(day, category, baskets)``, its undated totals
+        ``(category, baskets)`` and its visits ``(day, visits)``.
+
+        Only the card's last ``max_days`` visit days are read (never less than from ``since``
+        on): older days weigh little, and the entrance must answer at once even for a card
+        that shops every day.
+        """
+        visits = self.conn.execute(
+            "SELECT day, visits FROM visits WHERE card_id = ? ORDER BY day DESC LIMIT ?", (card_id, max_days)
+        ).fetchall()
+        start = ""
+        if len(visits) == max_days:
+            start = visits[-1][0]  # the oldest visit day read
+            if since and since < start:
+                start = since
+                visits = self.conn.execute(
+                    "SELECT day, visits FROM visits WHERE card_id = ? AND day >= ?", (card_id, start)
+                ).fetchall()
         history = self.conn.execute(
-            "SELECT day, category, baskets FROM history WHERE card_id = ?", (card_id,)
+            "SELECT day, category, baskets FROM history WHERE card_id = ? AND day >= ?", (card_id, start)
         ).fetchall()
         affinity = self.conn.execute("SELECT category, baskets FROM affinity WHERE card_id = ?", (card_id,)).fetchall()
-        visits = self.conn.execute("SELECT day, visits FROM visits WHERE card_id = ?", (card_id,)).fetchall()
         return history, affinity, visits
 
     def card_coupons(self, card_id: int, since: str) -> list[tuple]:

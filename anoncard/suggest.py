@@ -29,6 +29,7 @@ HALF_LIFE_DAYS = 90.0
 PRIOR_VISITS = 3.0
 COMPLEMENT_WEIGHT = 0.5
 MAX_PER_DEPARTMENT = 2
+OLD_AGE_DAYS = 400  # undated totals are history older than the policy's horizon
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class Profile:
         visits: Iterable[tuple[str, int]],
         today: date,
         *,
+        affinity: Iterable[tuple[str, int]] = (),
         half_life: float = HALF_LIFE_DAYS,
     ) -> None:
         self.today = today
@@ -78,6 +80,11 @@ class Profile:
                 last[category] = day
         self.last = {c: date.fromisoformat(d) for c, d in last.items()}
         self.mass = {c: sum(self.weight[d] for d in days) for c, days in self.days.items()}
+        # undated totals folded from expired history: long-term taste, weighted as very old
+        old = 0.5 ** (OLD_AGE_DAYS / half_life)
+        for category, baskets in affinity:
+            self.mass[category] = self.mass.get(category, 0.0) + baskets * old
+        self.total += max((b for _c, b in affinity), default=0) * old
 
     def share(self, category: str, prior: float, store_share: float) -> float:
         """Decayed share of visits holding the category, shrunk towards the store share."""
@@ -90,6 +97,7 @@ def suggest(
     *,
     today: date,
     stats: StoreStats,
+    affinity: Iterable[tuple[str, int]] = (),
     k: int = 3,
     exclude: Iterable[str] = (),
     department: Callable[[str], str] = lambda c: c,
@@ -101,10 +109,10 @@ def suggest(
     """Up to ``k`` categories for this card: habits by coverage, and one discovery."""
     if k <= 0:
         return []
-    profile = Profile(history, visits, today)
+    profile = Profile(history, visits, today, affinity=affinity)
     excluded = set(exclude)
-    ok = {c for c in set(profile.days) | set(stats.shares) if c not in excluded and allowed(c)}
-    by_popularity = sorted((c for c in ok if c not in profile.days), key=lambda c: (-stats.shares.get(c, 0), c))
+    ok = {c for c in set(profile.mass) | set(stats.shares) if c not in excluded and allowed(c)}
+    by_popularity = sorted((c for c in ok if c not in profile.mass), key=lambda c: (-stats.shares.get(c, 0), c))
     per_department: dict[str, int] = {}
     chosen: list[Suggestion] = []
     taken: set[str] = set()
@@ -122,7 +130,7 @@ def suggest(
     habits = k - 1 if discovery and k > 1 else k
     uncovered = set(profile.weight)
     denominator = profile.total + prior
-    own = [c for c in profile.days if c in ok]
+    own = [c for c in profile.mass if c in ok]  # bought by this card, lately or long ago
     while len(chosen) < habits:
         left = sum(profile.weight[d] for d in uncovered)
         frac = left / denominator if profile.total else 1.0
@@ -130,7 +138,7 @@ def suggest(
         # the card's own categories: coverage of the visits not yet covered, plus the prior
         for c in own:
             if fits(c):
-                gain = sum(profile.weight[d] for d in profile.days[c] & uncovered)
+                gain = sum(profile.weight[d] for d in profile.days.get(c, set()) & uncovered)
                 gain += prior * frac * stats.shares.get(c, 0) / 1e6
                 key = (round(gain, 12), share[c], c)  # once every visit is covered, the likeliest next
                 if key > best_key:

@@ -1,0 +1,70 @@
+"""Entrance latency with the real year loaded: replay every basket of The Complete Journey, then
+time ``enter`` for cards drawn at random (p50 / p99).
+
+    python benchmarks/entrance.py [--n 5000] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from anoncard import Service, init_home  # noqa: E402
+from benchmarks.common import write_json  # noqa: E402
+from benchmarks.completejourney import load, request  # noqa: E402
+from benchmarks.suggestions import programme_text  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--limit-households", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    baskets, departments = load()
+    if args.limit_households:
+        keep = set(sorted({b.household for b in baskets})[: args.limit_households])
+        baskets = [b for b in baskets if b.household in keep]
+    households = sorted({b.household for b in baskets})
+    rng = random.Random(5)
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        init_home(home)
+        (home / "programme.toml").write_text(programme_text(departments))
+        svc = Service.open(home, synchronous="NORMAL")
+        cards = dict(zip(households, (s.code for s in svc.issue_cards({"count": len(households)})), strict=True))
+        for b in baskets:
+            svc.checkout(request(cards[b.household], b), at=b.at)
+        svc.refresh_stats()
+        day = baskets[-1].at + timedelta(days=1)
+        codes = list(cards.values())
+        lat = []
+        for i in range(args.n):
+            code = rng.choice(codes)
+            t = time.perf_counter()
+            svc.enter({"card": code}, at=day + timedelta(days=7 * (i // len(codes))))
+            lat.append(time.perf_counter() - t)
+        svc.close()
+    lat.sort()
+    result = {
+        "benchmark": "entrance",
+        "baskets_loaded": len(baskets),
+        "cards": len(households),
+        "enters": len(lat),
+        "enter_p50_ms": round(statistics.median(lat) * 1000, 3),
+        "enter_p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 3),
+    }
+    print(f"enter with {len(baskets)} baskets loaded: p50 {result['enter_p50_ms']} ms, p99 {result['enter_p99_ms']} ms")
+    return write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
