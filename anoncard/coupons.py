@@ -22,6 +22,7 @@ opaque :class:`~anoncard.errors.CouponError`.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import struct
 from dataclasses import dataclass
@@ -71,25 +72,26 @@ def new_id() -> bytes:
     return secrets.token_bytes(8)
 
 
+_FROM_RFC = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", ALPHABET)
+_TO_RFC = str.maketrans(ALPHABET, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+
+
 def _b32(data: bytes) -> str:
-    bits = int.from_bytes(data, "big")
-    n = (len(data) * 8 + 4) // 5
-    bits <<= n * 5 - len(data) * 8
-    return "".join(ALPHABET[(bits >> (5 * i)) & 31] for i in reversed(range(n)))
+    """Crockford base 32, big-endian, unpadded (RFC 4648's bit order in Crockford's alphabet)."""
+    return base64.b32encode(data).decode().rstrip("=").translate(_FROM_RFC)
 
 
 def _unb32(text: str) -> bytes:
-    n_bytes = len(text) * 5 // 8
-    bits = 0
-    for ch in text:
-        v = _VALUE.get(ch)
-        if v is None:
-            raise CouponError("field 'coupons': not a valid coupon", field="coupons")
-        bits = (bits << 5) | v
-    pad = len(text) * 5 - n_bytes * 8
-    if bits & ((1 << pad) - 1):
+    if any(ch not in _VALUE for ch in text):
         raise CouponError("field 'coupons': not a valid coupon", field="coupons")
-    return (bits >> pad).to_bytes(n_bytes, "big")
+    canonical = "".join(ALPHABET[_VALUE[ch]] for ch in text).translate(_TO_RFC)
+    try:
+        raw = base64.b32decode(canonical + "=" * (-len(canonical) % 8))
+    except ValueError:
+        raise CouponError("field 'coupons': not a valid coupon", field="coupons") from None
+    if _b32(raw) != canonical.translate(_FROM_RFC):  # non-canonical trailing bits
+        raise CouponError("field 'coupons': not a valid coupon", field="coupons")
+    return raw
 
 
 def encode(coupon: Coupon, private_key) -> str:

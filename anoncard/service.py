@@ -625,7 +625,9 @@ class Service:
                     exclude={c[1] for c in held} | _resting(finished, today, rules.rest_after, rules.rest_days),
                     department=self.programme.department,
                     discovery_weeks=rules.discovery_weeks,
-                    allowed=lambda c: self.programme.offer_for(c) is not None,
+                    allowed=None
+                    if self.programme.offer_for("*")
+                    else (lambda c: self.programme.offer_for(c) is not None),
                 )
             expires = today + timedelta(days=max(rules.valid_days, 1) - 1)
             new = []

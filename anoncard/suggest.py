@@ -39,17 +39,20 @@ class Suggestion:
     score: float
 
 
-@dataclass(frozen=True, slots=True)
 class StoreStats:
-    """Store-wide, card-free aggregates (parts per million)."""
+    """Store-wide, card-free aggregates (parts per million), prepared for fast look-ups."""
 
-    shares: dict[str, int]
-    recent: dict[str, int]
-    pairs: dict[str, dict[str, int]]
+    TOP_PAIRS = 40  # complements looked at per anchor category
+
+    def __init__(self, shares: dict[str, int], recent: dict[str, int], pairs: dict[str, dict[str, int]]) -> None:
+        self.shares, self.recent, self.pairs = shares, recent, pairs
+        self.top_pairs = {a: sorted(bs.items(), key=lambda kv: -kv[1])[: self.TOP_PAIRS] for a, bs in pairs.items()}
+        self.by_popularity = sorted(shares, key=lambda c: (-shares[c], c))
+        self.trends = {c: (recent.get(c, 0) + 50) / (ppm + 50) for c, ppm in shares.items()}
 
     def trend(self, category: str) -> float:
-        long = self.shares.get(category, 0)
-        return (self.recent.get(category, 0) + 50) / (long + 50)
+        """Share of the last two weeks over the long-run share: above 1 is in season."""
+        return self.trends.get(category, 1.0)
 
 
 class Profile:
@@ -103,7 +106,7 @@ def suggest(
     department: Callable[[str], str] = lambda c: c,
     discovery_weeks: int = 8,
     discovery: bool = True,
-    allowed: Callable[[str], bool] = lambda c: True,
+    allowed: Callable[[str], bool] | None = None,
     prior: float = PRIOR_VISITS,
 ) -> list[Suggestion]:
     """Up to ``k`` categories for this card: habits by coverage, and one discovery."""
@@ -111,18 +114,18 @@ def suggest(
         return []
     profile = Profile(history, visits, today, affinity=affinity)
     excluded = set(exclude)
-    ok = {c for c in set(profile.mass) | set(stats.shares) if c not in excluded and allowed(c)}
-    by_popularity = sorted((c for c in ok if c not in profile.mass), key=lambda c: (-stats.shares.get(c, 0), c))
+    ok = {c for c in set(profile.mass) | set(stats.shares) if c not in excluded and (allowed is None or allowed(c))}
+    by_popularity = [c for c in stats.by_popularity if c in ok and c not in profile.mass]
+    dep = {c: department(c) for c in ok}
     per_department: dict[str, int] = {}
     chosen: list[Suggestion] = []
     taken: set[str] = set()
 
     def fits(category: str) -> bool:
-        return category not in taken and per_department.get(department(category), 0) < MAX_PER_DEPARTMENT
+        return category not in taken and per_department.get(dep[category], 0) < MAX_PER_DEPARTMENT
 
     def take(category: str, reason: str, score: float) -> None:
-        dep = department(category)
-        per_department[dep] = per_department.get(dep, 0) + 1
+        per_department[dep[category]] = per_department.get(dep[category], 0) + 1
         chosen.append(Suggestion(category, reason, score))
         taken.add(category)
 
@@ -130,13 +133,17 @@ def suggest(
     habits = k - 1 if discovery and k > 1 else k
     uncovered = set(profile.weight)
     denominator = profile.total + prior
-    own = [c for c in profile.mass if c in ok]  # bought by this card, lately or long ago
+    # bought by this card, lately or long ago; by decayed mass, which bounds any coverage gain
+    own = sorted((c for c in profile.mass if c in ok), key=lambda c: -profile.mass[c])
+    top_share = max(stats.shares.values(), default=0) / 1e6
     while len(chosen) < habits:
         left = sum(profile.weight[d] for d in uncovered)
         frac = left / denominator if profile.total else 1.0
         best, best_key = None, (-1.0, -1.0, "")
         # the card's own categories: coverage of the visits not yet covered, plus the prior
         for c in own:
+            if profile.mass[c] + prior * frac * top_share < best_key[0]:
+                break  # no category further down can gain more (branch and bound)
             if fits(c):
                 gain = sum(profile.weight[d] for d in profile.days.get(c, set()) & uncovered)
                 gain += prior * frac * stats.shares.get(c, 0) / 1e6
@@ -162,16 +169,21 @@ def suggest(
         weight = sum(share[a] for a in anchors) or 1.0
         complement: dict[str, float] = {}
         for a in anchors:
-            for c, ppm in stats.pairs.get(a, {}).items():
+            for c, ppm in stats.top_pairs.get(a, ()):
                 complement[c] = complement.get(c, 0.0) + share[a] * ppm / 1e6 / weight
 
-        def score(c: str) -> float:
-            return (share[c] + COMPLEMENT_WEIGHT * complement.get(c, 0.0)) * stats.trend(c)
-
-        fresh = [c for c in ok if fits(c) and (c not in profile.last or (today - profile.last[c]).days > horizon)]
-        if fresh:
-            best = max(fresh, key=lambda c: (score(c), c))
-            take(best, "discovery", score(best))
+        trends = stats.trends
+        cutoff = today.toordinal() - horizon
+        best, best_score = None, -1.0
+        for c in ok:
+            last = profile.last.get(c)
+            if last is not None and last.toordinal() >= cutoff:
+                continue  # bought lately: not a discovery
+            score = (share[c] + COMPLEMENT_WEIGHT * complement.get(c, 0.0)) * trends.get(c, 1.0)
+            if (score, c) > (best_score, best or "") and fits(c):
+                best, best_score = c, score
+        if best is not None:
+            take(best, "discovery", best_score)
     if len(chosen) < k:  # department limits or no discovery candidate left a slot open
         for c in sorted(share, key=lambda c: (-share[c], c)):
             if len(chosen) >= k:
