@@ -481,13 +481,6 @@ class Store:
             (card_id, day, n, sum(spend.values())),
         )
 
-    def history(self, card_id: int) -> list[tuple[str, str, int, int]]:
-        """``(day, category, spend_cents, baskets)`` rows of one card, oldest first."""
-        return self.conn.execute(
-            "SELECT day, category, spend_cents, baskets FROM history WHERE card_id = ? ORDER BY day, category",
-            (card_id,),
-        ).fetchall()
-
     def visit_count(self, card_id: int) -> int:
         return self.conn.execute(
             "SELECT coalesce(sum(visits), 0) FROM visits WHERE card_id = ?", (card_id,)
@@ -649,9 +642,6 @@ class Store:
             "UPDATE coupons SET redeemed_txn = ? WHERE id = ? AND redeemed_txn IS NULL", (txn_id, coupon_id)
         )
         return cur.rowcount == 1
-
-    def document_id(self, ref: bytes) -> int:
-        return self.conn.execute("SELECT id FROM txns WHERE ref = ?", (ref,)).fetchone()[0]
 
     def coupons_of_document(self, txn_id: int) -> list[tuple]:
         return self.conn.execute(
