@@ -34,8 +34,8 @@ bench-suggestions: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/suggestions.py --json benchmarks/results/suggestions.json
 
 stress: $(STAMP)
-	ANONCARD_STRESS=1 $(BIN)/python -m pytest tests/test_concurrency.py tests/test_killed.py \
-		tests/test_backup_restore.py tests/test_fuzz_input.py tests/test_coupons.py
+	ANONCARD_STRESS=1 $(BIN)/python -m pytest tests/test_reliability.py tests/test_crash.py \
+		tests/test_backup.py tests/test_hostile_input.py tests/test_coupons.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check anoncard cli tests benchmarks

@@ -6,7 +6,8 @@ import re
 
 from .errors import PolicyViolation
 
-_DECIMAL = re.compile(r"(0|[1-9][0-9]{0,8})(?:\.([0-9]{1,2}))?")
+_MAX_DIGITS = 9  # whole euros; far above any basket, far below int-to-str limits
+_DECIMAL = re.compile(rf"(0|[1-9][0-9]{{0,{_MAX_DIGITS - 1}}})(?:\.([0-9]{{1,2}}))?")
 
 
 def parse_cents(value: object, field: str, *, maximum: int | None = None, allow_zero: bool = False) -> int:
@@ -20,6 +21,10 @@ def parse_cents(value: object, field: str, *, maximum: int | None = None, allow_
     if isinstance(value, (bool, float)):
         raise PolicyViolation(f"field '{field}': must be a decimal string such as \"3.49\", not a number", field=field)
     if isinstance(value, int):
+        if not 0 <= value < 10**_MAX_DIGITS:
+            raise PolicyViolation(
+                f"field '{field}': must be a whole number of euros from 0 to {10**_MAX_DIGITS - 1}", field=field
+            )
         value = str(value)
     if not isinstance(value, str):
         raise PolicyViolation(f"field '{field}': must be a decimal string such as \"3.49\"", field=field)

@@ -301,6 +301,10 @@ class Policy:
     def _value(self, rule: FieldRule, value: object, where: str, today: date | None) -> object:
         if value is None:
             return None
+        if rule.type in _SCANNED and isinstance(value, str) and len(value) > 4 * rule.max_length:
+            # hopelessly long (even allowing for spaces a category loses when normalised): refused
+            # before the PII scan and the category cache, whose costs grow with the length
+            raise PolicyViolation(f"field '{where}': at most {rule.max_length} characters", field=where)
         if rule.type == "category" and isinstance(value, str):
             # categories repeat all day long: their verdict is cached per value (and year, for
             # the birth-date rule); the message is rebuilt with this field's name

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from pathlib import Path
 
 import qrcode
 import qrcode.constants
+
+from .errors import PolicyViolation
 
 FORMATS = ("png", "svg")
 
@@ -31,6 +34,30 @@ def render(text: str, fmt: str) -> bytes:
     buf = io.BytesIO()
     _qr(text).make_image(image_factory=factory).save(buf)
     return buf.getvalue()
+
+
+def prepare(directory: Path, prefix: str, fmt: str, *, fresh: bool) -> Path:
+    """Create ``directory`` (mode 0700) and prove it takes files, before anything is stored.
+
+    Raises:
+        PolicyViolation: the directory cannot be created or written, or (``fresh``) it
+            already holds ``prefix*.fmt`` files an earlier run wrote: overwriting them
+            would lose codes of cards that exist.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as exc:
+        raise PolicyViolation(
+            f"field 'qr-dir': cannot write QR files there ({exc.strerror or type(exc).__name__})", field="qr_dir"
+        ) from None
+    if fresh and next(directory.glob(f"{prefix}*.{fmt}"), None) is not None:
+        raise PolicyViolation(
+            f"field 'qr-dir': already holds {prefix}*.{fmt} files from an earlier run; use an empty directory",
+            field="qr_dir",
+        )
+    return directory
 
 
 def write(text: str, directory: Path, name: str, fmt: str) -> Path:

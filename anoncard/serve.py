@@ -27,15 +27,21 @@ def _reject_constant(name: str) -> None:
     raise PolicyViolation(f"request: {name} is not allowed in JSON input", field="input")
 
 
+def decode(data: bytes | str) -> object:
+    """A JSON document, or PolicyViolation: not UTF-8, not JSON, NaN/Infinity, nested too
+    deeply, or an integer too long for Python to read (over 4300 digits)."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise PolicyViolation("request: not valid UTF-8 JSON", field="input") from None
+
+
 def parse(line: bytes | str) -> dict:
     """One request line as a dict, or PolicyViolation naming what is wrong with it."""
     if len(line) > MAX_LINE_BYTES:
         raise PolicyViolation(f"request: a line is at most {MAX_LINE_BYTES} bytes", field="input")
-    try:
-        text = line.decode("utf-8") if isinstance(line, bytes) else line
-        request = json.loads(text, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise PolicyViolation("request: not valid UTF-8 JSON", field="input") from None
+    request = decode(line)
     if not isinstance(request, dict):
         raise PolicyViolation("request: must be a JSON object", field="input")
     return request

@@ -454,12 +454,15 @@ class Service:
             doc = self.store.find_document(ref)
             if doc is not None:
                 self._same_content(doc, content, "refund_id" if rec.refund_id else "txn")
-                return self._receipt("refund", rec.txn, doc, replayed=True, refund_id=rec.refund_id)
+                return self._receipt(
+                    "refund", rec.txn, doc, replayed=True, refund_id=rec.refund_id, gift_to_return=doc.item
+                )
             if not returned:
                 raise LedgerError("field 'txn': this checkout is already fully refunded", field="txn")
             per_category: dict[str, int] = {}
             for cat, cents in returned:
                 per_category[cat] = per_category.get(cat, 0) + cents
+            kept_before = sum(remaining.values())
             for cat, cents in per_category.items():
                 left = remaining.get(cat, 0)
                 if cents > left:
@@ -472,6 +475,7 @@ class Service:
             reversal = self._reversal(orig, orig_lines, remaining, prior)
             refunded = sum(per_category.values())
             balance = self.store.balance(orig.card_id) - reversal
+            gift_back = self._gift_to_return(orig.item, kept_before, sum(remaining.values()))
             self.store.add_document(
                 ref=ref,
                 kind="refund",
@@ -483,13 +487,9 @@ class Service:
                 spend_cents=-refunded,
                 points=-reversal,
                 balance_after=balance,
+                item=gift_back,
             )
             self.store.add_history(orig.card_id, orig.day, {c: -a for c, a in per_category.items()}, basket=False)
-        gift_back = None
-        if orig.item:
-            gift = next((g for g in self.programme.gifts if g.name == orig.item), None)
-            if gift and sum(remaining.values()) < gift.min_spend_cents:
-                gift_back = gift.name
         return Receipt(
             "refund",
             rec.txn,
@@ -499,6 +499,13 @@ class Service:
             refund_id=rec.refund_id,
             gift_to_return=gift_back,
         )
+
+    def _gift_to_return(self, handed_over: str | None, kept_before: int, kept_after: int) -> str | None:
+        """The gift the cashier asks back: only by the refund that takes the basket below its threshold."""
+        gift = next((g for g in self.programme.gifts if g.name == handed_over), None)
+        if gift is None or kept_after >= gift.min_spend_cents or kept_before < gift.min_spend_cents:
+            return None
+        return gift.name
 
     def _reversal(
         self, orig: Document, orig_lines: list[tuple[str, int]], remaining: dict[str, int], prior: list[Document]

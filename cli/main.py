@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from anoncard.errors import AnonCardError, PolicyViolation
+from anoncard.serve import decode
 from anoncard.service import Service, init_home
 
 MAX_INPUT_BYTES = 1 << 20
@@ -26,6 +27,29 @@ def _emit_error(exc: AnonCardError, as_json: bool) -> None:
         click.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
     click.echo(f"Error: {exc.message}", err=True)
     sys.exit(exc.exit_code)
+
+
+class _Main(click.Group):
+    """The top group: usage errors (an unknown option, ``--count abc``) follow the same
+    contract as the library's errors - ``Error: ...`` first on stderr, the JSON error
+    object on stdout with ``--json`` - and exit 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["anoncard.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            message = exc.format_message()
+            if exc.ctx is not None:
+                message += f" (see '{exc.ctx.command_path} --help')"
+            as_json = "--json" in ctx.meta.get("anoncard.argv", ())
+            if as_json:
+                click.echo(json.dumps({"error": {"code": "usage_error", "message": message}}))
+            click.echo(f"Error: {message}", err=True)
+            sys.exit(exc.exit_code)
 
 
 def command(group: click.Group, name: str, **kwargs):
@@ -55,20 +79,13 @@ def _print(as_json: bool, data, human: str) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False) if as_json else human)
 
 
-def _reject_constant(name: str):
-    raise PolicyViolation(f"request: {name} is not allowed in JSON input", field="input")
-
-
 def _read_request(source: str) -> object:
     stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
     with stream:
         data = stream.read(MAX_INPUT_BYTES + 1)
     if len(data) > MAX_INPUT_BYTES:
         raise PolicyViolation(f"request: larger than {MAX_INPUT_BYTES} bytes", field="input")
-    try:
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise PolicyViolation("request: not valid UTF-8 JSON", field="input") from None
+    return decode(data)
 
 
 def _lines(values: tuple[str, ...]) -> list[dict]:
@@ -100,7 +117,7 @@ def _at(value: str | None) -> date | datetime | None:
         raise PolicyViolation("field 'at': must be an ISO date such as 2026-11-22", field="at") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
@@ -159,13 +176,15 @@ def card_issue(obj, as_json, count, qr_dir, qr_format, preview):
     Example:
       anoncard card issue --count 500 --qr-dir ./print-run --qr-format svg
     """
+    if qr_dir is not None:
+        from anoncard import qr
+
+        qr.prepare(qr_dir, "card-", qr_format, fresh=True)
     with _open(obj) as svc:
         secrets_ = svc.issue_cards({"count": count})
     codes = [s.code for s in secrets_]
     files = []
     if qr_dir is not None:
-        from anoncard import qr
-
         with click.progressbar(codes, label="writing QR codes", file=sys.stderr) as bar:
             for i, code in enumerate(bar, 1):
                 files.append(str(qr.write(code, qr_dir, f"card-{i:06d}", qr_format)))
@@ -308,12 +327,14 @@ def enter(obj, as_json, card_code, input_, qr_dir, qr_format, preview, at):
     """
     request = _request(input_, {"card": card_code})
     when = _at(at)
+    if qr_dir is not None:
+        from anoncard import qr
+
+        qr.prepare(qr_dir, "coupon-", qr_format, fresh=False)  # the column's printer spool: reused
     with _open(obj) as svc:
         result = svc.enter(request, at=when)
     files = []
     if qr_dir is not None:
-        from anoncard import qr
-
         files = [str(qr.write(c.code, qr_dir, f"coupon-{i:02d}", qr_format)) for i, c in enumerate(result.coupons, 1)]
     if as_json:
         data = result.to_dict()

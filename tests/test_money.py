@@ -41,6 +41,9 @@ def test_short_decimals(euros, cents):
         (3.49, "not a number"),
         (True, "not a number"),
         (None, "decimal string"),
+        (-1, "whole number of euros from 0 to 999999999"),
+        (10**9, "whole number of euros from 0 to 999999999"),
+        ("1" * 5000, "not an amount"),
         ([1], "decimal string"),
     ],
 )
@@ -48,6 +51,11 @@ def test_bad_amounts_name_the_field_and_rule(value, rule):
     with pytest.raises(PolicyViolation, match=rule) as info:
         parse_cents(value, "lines[0].amount")
     assert "'lines[0].amount'" in str(info.value)
+
+
+def test_an_integer_too_long_for_str_is_refused_as_an_amount():
+    with pytest.raises(PolicyViolation, match="'a': must be a whole number of euros from 0 to 999999999"):
+        parse_cents(10**5000, "a")  # str() of it would raise ValueError
 
 
 def test_maximum():

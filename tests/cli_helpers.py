@@ -1,0 +1,103 @@
+"""Helpers for the CLI tests: run a command against a home, issue cards, snapshot storage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from anoncard.cards import ALPHABET
+from cli.main import main
+
+DB_NAME = "anoncard.db"
+KEYRING_NAME = "keyring.json"
+
+
+def cli(home: Path, *args: str, input: str | bytes | None = None) -> Result:
+    """Run ``anoncard --home HOME ARGS...`` in-process, stdout and stderr kept apart."""
+    return CliRunner().invoke(main, ["--home", str(home), *args], input=input)
+
+
+def ok(result: Result) -> Result:
+    """Assert a command succeeded, showing its output when it did not."""
+    assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr, result.exception)
+    return result
+
+
+def make_home(home: Path) -> Path:
+    ok(cli(home, "init"))
+    return home
+
+
+def issue(home: Path, count: int = 1) -> list[str]:
+    """Issue ``count`` cards through the CLI; their codes, in order."""
+    codes = ok(cli(home, "card", "issue", "--count", str(count))).stdout.split()
+    assert len(codes) == count
+    return codes
+
+
+def copy_home(template: Path, dest: Path) -> Path:
+    """A private copy of a prepared home (modes kept, so the key ring stays 0600)."""
+    shutil.copytree(template, dest)
+    return dest
+
+
+def dump(home: Path) -> list[str]:
+    """The database's full logical content (schema and rows) as SQL text."""
+    conn = sqlite3.connect(home / DB_NAME)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def snapshot(home: Path) -> tuple[dict[str, bytes], list[str]]:
+    """Every file of the home, byte for byte (main DB and key ring included), then the logical dump.
+
+    The bytes are read before the dump, so the dump's own connection cannot hide a change.
+    """
+    files = {p.name: p.read_bytes() for p in sorted(home.iterdir()) if p.is_file()}
+    assert DB_NAME in files and KEYRING_NAME in files
+    return files, dump(home)
+
+
+def assert_unchanged(home: Path, before: tuple[dict[str, bytes], list[str]]) -> None:
+    files_before, dump_before = before
+    files_after, dump_after = snapshot(home)
+    assert dump_after == dump_before, "the database's logical content changed"
+    assert files_after[DB_NAME] == files_before[DB_NAME], "the main database file's bytes changed"
+    assert files_after == files_before, "a file in the home changed"
+
+
+def assert_refused(result: Result, *, exit_code: int, needles: tuple[str, ...], as_json: bool, code: str) -> None:
+    """An orderly refusal: exit code, ``Error: ...`` on stderr naming the rule, JSON error object with --json."""
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback, no crash
+    assert result.exit_code == exit_code, (result.exit_code, result.stderr)
+    assert result.stderr.startswith("Error: "), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr  # one line, no traceback
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+    if as_json:
+        data = json.loads(result.stdout)
+        assert data == {"error": {"code": code, "message": result.stderr[len("Error: ") :].rstrip("\n")}}
+    else:
+        assert result.stdout == ""
+
+
+def typo(code: str, position: int = 5) -> str:
+    """``code`` with one symbol (counted in the grouped code) replaced by another alphabet symbol."""
+    ch = code[position]
+    assert ch in ALPHABET, "pick a position holding a data symbol, not a dash"
+    return code[:position] + ALPHABET[(ALPHABET.index(ch) + 1) % len(ALPHABET)] + code[position + 1 :]
+
+
+def transposed(code: str) -> str:
+    """``code`` with the first pair of different neighbouring data symbols swapped."""
+    for i in range(3, len(code) - 1):
+        a, b = code[i], code[i + 1]
+        if "-" not in (a, b) and a != b:
+            return code[:i] + b + a + code[i + 2 :]
+    raise AssertionError("no two different neighbours")  # pragma: no cover
