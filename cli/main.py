@@ -158,7 +158,12 @@ def init(obj, as_json):
 
 @main.group("card")
 def card() -> None:
-    """Anonymous cards."""
+    """Anonymous cards: issue them (codes, QR files for the print shop).
+
+    \b
+    Example:
+      anoncard card issue --count 500 --qr-dir ./print-run
+    """
 
 
 @command(card, "issue")
@@ -381,7 +386,12 @@ def serve(obj):
 
 @main.group("coupons")
 def coupons_group() -> None:
-    """Coupon keys for terminals."""
+    """Coupon keys for terminals that verify coupons offline.
+
+    \b
+    Example:
+      anoncard coupons public-key --json
+    """
 
 
 @command(coupons_group, "public-key")
@@ -433,7 +443,14 @@ def restore(obj, as_json, source, yes):
 
 @main.group("keys")
 def keys() -> None:
-    """Key ring management: list, rotate, retire."""
+    """Key ring management: list, rotate, retire, export.
+
+    \b
+    Example:
+      anoncard keys rotate
+      anoncard keys list
+      anoncard keys retire --yes
+    """
 
 
 @command(keys, "list")
@@ -542,7 +559,13 @@ def demo(obj, as_json, seed, cards, checkouts, into):
 
 @main.group("policy")
 def policy_group() -> None:
-    """The data-minimisation policy: show it, apply a new one."""
+    """The data-minimisation policy: show it, apply a new one.
+
+    \b
+    Example:
+      anoncard policy show > policy.md
+      anoncard policy apply new-policy.toml
+    """
 
 
 @command(policy_group, "show")

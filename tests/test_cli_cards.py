@@ -229,6 +229,12 @@ def test_every_command_help_has_an_example(path):
     assert re.search(r"anoncard(?: --\S+ \S+)* " + re.escape(" ".join(path)) + r"\b", example), example
 
 
+@pytest.mark.parametrize("name", sorted(n for n, c in main.commands.items() if isinstance(c, click.Group)))
+def test_every_group_help_has_an_example_of_one_of_its_commands(name):
+    example = ok(cli("unused", name, "--help")).stdout.split("Example", 1)[1]
+    assert re.search(rf"anoncard {name} ({'|'.join(main.commands[name].commands)})\b", example), example
+
+
 def test_the_required_commands_are_all_there():
     assert {("init",), ("card", "issue"), ("checkout",), ("refund",), ("balance",), ("redeem",), ("keys", "list"),
             ("keys", "rotate"), ("keys", "retire"), ("demo",)} <= set(COMMANDS)  # fmt: skip
