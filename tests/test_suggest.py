@@ -40,9 +40,24 @@ def test_one_discovery_slot_for_something_not_bought_lately():
     history, visits = card({1: ["milk", "bread"], 3: ["milk"], 5: ["bread"], 100: ["cheese"]})
     picks = suggest(history, visits, today=TODAY, stats=STATS)
     assert [p.reason for p in picks] == ["habit", "habit", "discovery"]
-    discovery = picks[2].category
-    assert discovery not in {"milk", "bread"}
-    assert discovery == "baking"  # a complement of milk and bread, and in season
+    assert picks[2].category == "cheese"  # the card's own occasional buy, not bought for 100 days
+
+
+def test_a_card_without_occasional_buys_discovers_a_complement_in_season():
+    history, visits = card({1: ["milk", "bread"], 3: ["milk"], 5: ["bread"]})
+    picks = suggest(history, visits, today=TODAY, stats=STATS)
+    assert [(p.category, p.reason) for p in picks][2] == ("baking", "discovery")  # with milk and bread, in season
+
+
+def test_what_was_bought_today_or_just_now_is_ranked_down():
+    # milk and bread are equally frequent; milk was in this morning's basket
+    history, visits = card({0: ["milk"], 7: ["bread", "milk"], 14: ["bread", "milk"], 21: ["bread", "milk"]})
+    picks = suggest(history, visits, today=TODAY, stats=STATS, discovery=False, k=1)
+    assert [p.category for p in picks] == ["bread"]
+    # a week later the cupboard is empty again: the likelier milk comes first
+    later = TODAY + timedelta(days=7)
+    picks = suggest(history, visits, today=later, stats=STATS, discovery=False, k=1)
+    assert [p.category for p in picks] == ["milk"]
 
 
 def test_no_three_from_one_department_and_nothing_excluded():
