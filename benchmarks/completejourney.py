@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anoncard import Service
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,26 @@ def load() -> tuple[list[Basket], dict[str, str]]:
     ]
     baskets.sort(key=lambda x: (x.at, x.basket))
     return baskets, departments
+
+
+def programme_text(departments: dict[str, str]) -> str:
+    """The default programme, with the data set's category -> department map."""
+    from anoncard.programme import DEFAULT_TOML
+
+    head = DEFAULT_TOML.split("[departments]")[0]
+    lines = [f'"{c}" = "{d}"' for c, d in sorted(departments.items())]
+    return head + "[departments]\n" + "\n".join(lines) + "\n"
+
+
+def open_home(home: Path, departments: dict[str, str], households: list[int]) -> tuple[Service, dict[int, str]]:
+    """A new home (WAL, synchronous=NORMAL) on that programme, and one card code per household."""
+    from anoncard import Service, init_home
+
+    init_home(home)
+    (home / "programme.toml").write_text(programme_text(departments))
+    svc = Service.open(home, synchronous="NORMAL")
+    codes = (s.code for s in svc.issue_cards({"count": len(households)}))
+    return svc, dict(zip(households, codes, strict=True))
 
 
 def request(card: str, b: Basket, coupons: list[str] | None = None) -> dict:

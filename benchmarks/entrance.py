@@ -17,10 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from anoncard import Service, init_home  # noqa: E402
 from benchmarks.common import write_json  # noqa: E402
-from benchmarks.completejourney import load, request  # noqa: E402
-from benchmarks.suggestions import programme_text  # noqa: E402
+from benchmarks.completejourney import load, open_home, request  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -37,10 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     rng = random.Random(5)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        init_home(home)
-        (home / "programme.toml").write_text(programme_text(departments))
-        svc = Service.open(home, synchronous="NORMAL")
-        cards = dict(zip(households, (s.code for s in svc.issue_cards({"count": len(households)})), strict=True))
+        svc, cards = open_home(home, departments, households)
         for b in baskets:
             svc.checkout(request(cards[b.household], b), at=b.at)
         svc.refresh_stats()

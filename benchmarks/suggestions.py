@@ -30,20 +30,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from anoncard import Service, init_home  # noqa: E402
-from anoncard.programme import DEFAULT_TOML  # noqa: E402
 from anoncard.suggest import suggest  # noqa: E402
 from benchmarks.common import write_json  # noqa: E402
-from benchmarks.completejourney import load, request  # noqa: E402
+from benchmarks.completejourney import load, open_home, request  # noqa: E402
 
 SPLIT_WEEK = 40
 K = 3
-
-
-def programme_text(departments: dict[str, str]) -> str:
-    head = DEFAULT_TOML.split("[departments]")[0]
-    lines = [f'"{c}" = "{d}"' for c, d in sorted(departments.items())]
-    return head + "[departments]\n" + "\n".join(lines) + "\n"
 
 
 class Scores:
@@ -86,10 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        init_home(home)
-        (home / "programme.toml").write_text(programme_text(departments))
-        svc = Service.open(home, synchronous="NORMAL")
-        cards = dict(zip(households, (s.code for s in svc.issue_cards({"count": len(households)})), strict=True))
+        svc, cards = open_home(home, departments, households)
 
         t1 = time.perf_counter()
         train = [b for b in baskets if b.week <= SPLIT_WEEK]
