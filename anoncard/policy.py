@@ -369,7 +369,7 @@ class Policy:
             if not isinstance(line, Mapping):
                 raise PolicyViolation(f"field '{at}': must be an object with category and amount", field=at)
             _only_declared(line, items, None, "a line", prefix=f"{at}.")
-            if "category" not in line or "amount" not in line:
+            if line.get("category") is None or line.get("amount") is None:
                 raise PolicyViolation(f"field '{at}': needs category and amount", field=at)
             out.append(
                 Line(

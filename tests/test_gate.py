@@ -94,6 +94,18 @@ def test_a_luhn_valid_number_in_a_refund_or_redemption_is_refused(store_with_a_c
         svc.redeem({"card": code, "txn": "378282246310005", "reward": "coffee"})
 
 
+@pytest.mark.parametrize("kind", ["checkout", "refund"])
+@pytest.mark.parametrize("line", [{"category": None, "amount": "1.00"}, {"category": "fruit", "amount": None}])
+def test_a_line_with_a_null_category_or_amount_is_refused(home, store_with_a_card, kind, line):
+    svc, code = store_with_a_card
+    before = files_digest(home)
+    request = {"card": code, "txn": "t1"} if kind == "checkout" else {"txn": "t0", "refund_id": "r1"}
+    request["lines"] = [*basket(("dairy", "1.00")), line]
+    with pytest.raises(PolicyViolation, match=r"field 'lines\[1\]': needs category and amount"):
+        getattr(svc, kind)(request)
+    assert files_digest(home) == before
+
+
 KINDS = ["checkout", "refund", "balance", "redeem", "issue"]
 DECLARED = {kind: set(Policy.default().requests[kind]) for kind in KINDS}
 
