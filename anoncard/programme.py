@@ -64,7 +64,7 @@ value = "9.00"
 valid_days = 1             # a coupon is for today's shop
 per_visit = 3              # never more than this at one visit
 per_week = 12              # nor more than this in seven days
-rest_after = 4             # a category whose last 4 coupons were all ignored...
+rest_after = 6             # a category whose last 6 coupons were all ignored...
 rest_days = 14             # ...rests this long
 quiet_after = 12           # a card that ignored its last N coupons gets one at a time
 discovery_weeks = 8        # the discovery slot offers what the card has not bought for this long
@@ -128,7 +128,7 @@ class CouponRules:
     valid_days: int = 1
     per_visit: int = 3
     per_week: int = 12
-    rest_after: int = 4
+    rest_after: int = 6
     rest_days: int = 14
     quiet_after: int = 12
     discovery_weeks: int = 8
