@@ -63,7 +63,7 @@ value = "9.00"
 [coupons]                  # printed at the entrance column, chosen from the card's history
 valid_days = 1             # a coupon is for today's shop
 per_visit = 3              # never more than this at one visit
-per_week = 12              # nor more than this in seven days
+per_week = 15              # nor more than this in seven days (three a visit, five visits)
 rest_after = 6             # a category whose last 6 coupons were all ignored...
 rest_days = 14             # ...rests this long
 quiet_after = 12           # a card that ignored its last N coupons gets one at a time
@@ -127,7 +127,7 @@ class Offer:
 class CouponRules:
     valid_days: int = 1
     per_visit: int = 3
-    per_week: int = 12
+    per_week: int = 15
     rest_after: int = 6
     rest_days: int = 14
     quiet_after: int = 12
