@@ -83,16 +83,24 @@ class Profile:
             self.weight[day] = self.weight.get(day, 0.0) + n * 0.5 ** (max(age, 0) / half_life)
         self.total = sum(self.weight.values())
         self.days: dict[str, set[str]] = {}
+        self.mass: dict[str, float] = {}
         last: dict[str, str] = {}
-        for day, category, baskets in history:
-            if baskets <= 0 or day not in self.weight:
+        weight = self.weight
+        for day, category, baskets in history:  # one row per (day, category)
+            if baskets <= 0 or day not in weight:
                 continue
-            self.days.setdefault(category, set()).add(day)
-            if day > last.get(category, ""):  # ISO days compare as strings
+            days = self.days.get(category)
+            if days is None:
+                self.days[category] = {day}
+                self.mass[category] = weight[day]
                 last[category] = day
+            else:
+                days.add(day)
+                self.mass[category] += weight[day]
+                if day > last[category]:  # ISO days compare as strings
+                    last[category] = day
         self.last = {c: date.fromisoformat(d) for c, d in last.items()}
         self.restock = {c: _restock(today, self.last[c], days) for c, days in self.days.items()}
-        self.mass = {c: sum(self.weight[d] for d in days) for c, days in self.days.items()}
         # undated totals folded from expired history: long-term taste, weighted as very old
         old = 0.5 ** (OLD_AGE_DAYS / half_life)
         for category, baskets in affinity:
@@ -139,9 +147,14 @@ def suggest(
         return []
     profile = Profile(history, visits, today, affinity=affinity)
     excluded = set(exclude)
-    ok = {c for c in set(profile.mass) | set(stats.shares) if c not in excluded and (allowed is None or allowed(c))}
-    by_popularity = [c for c in stats.by_popularity if c in ok and c not in profile.mass]
-    dep = {c: department(c) for c in ok}
+
+    def usable(category: str) -> bool:
+        return category not in excluded and (allowed is None or allowed(category))
+
+    # the card's own categories are few; the store's are many: those are looked at lazily
+    own = sorted((c for c in profile.mass if usable(c)), key=lambda c: -profile.mass[c])
+    by_popularity = [c for c in stats.by_popularity if c not in profile.mass and usable(c)]
+    dep = _Lazy(department)
     per_department: dict[str, int] = {}
     chosen: list[Suggestion] = []
     taken: set[str] = set()
@@ -154,12 +167,11 @@ def suggest(
         chosen.append(Suggestion(category, reason, score))
         taken.add(category)
 
-    share = {c: profile.share(c, prior, stats.shares.get(c, 0) / 1e6) for c in ok}
+    share = _Lazy(lambda c: profile.share(c, prior, stats.shares.get(c, 0) / 1e6))
     habits = k - 1 if discovery and k > 1 else k
     uncovered = set(profile.weight)
     denominator = profile.total + prior
-    # bought by this card, lately or long ago; by decayed mass, which bounds any coverage gain
-    own = sorted((c for c in profile.mass if c in ok), key=lambda c: -profile.mass[c])
+    # own categories go by decayed mass, which bounds any coverage gain (branch and bound)
     top_share = max(stats.shares.values(), default=0) / 1e6
     while len(chosen) < habits:
         left = sum(profile.weight[d] for d in uncovered)
@@ -191,19 +203,27 @@ def suggest(
 
     if discovery and len(chosen) < k:
         cutoff = today.toordinal() - discovery_weeks * 7
-        unbought = [c for c in ok if fits(c) and (c not in profile.last or profile.last[c].toordinal() < cutoff)]
+
+        def unbought(category: str) -> bool:
+            last = profile.last.get(category)
+            return fits(category) and (last is None or last.toordinal() < cutoff)
+
         # the card's own occasional buys first: likelier than anything it never bought
-        own_old = [c for c in unbought if c in profile.mass]
+        own_old = [c for c in own if unbought(c)]
         if own_old:
             scores = {c: share[c] * profile.restock.get(c, 1.0) * stats.trend(c) ** 0.5 for c in own_old}
         else:
-            complement = _complements(share, stats)
-            scores = {c: (share[c] + COMPLEMENT_WEIGHT * complement.get(c, 0.0)) * stats.trend(c) for c in unbought}
+            complement = _complements({c: share[c] for c in (*own, *by_popularity)}, stats)
+            scores = {
+                c: (share[c] + COMPLEMENT_WEIGHT * complement.get(c, 0.0)) * stats.trend(c)
+                for c in by_popularity
+                if unbought(c)
+            }
         if scores:
             best = max(scores, key=lambda c: (scores[c], c))
             take(best, "discovery", scores[best])
     if len(chosen) < k:  # department limits or no discovery candidate left a slot open
-        for c in sorted(share, key=lambda c: (-share[c], c)):
+        for c in sorted((*own, *by_popularity), key=lambda c: (-share[c], c)):
             if len(chosen) >= k:
                 break
             if fits(c):
@@ -220,3 +240,15 @@ def _complements(share: dict[str, float], stats: StoreStats) -> dict[str, float]
         for c, ppm in stats.top_pairs.get(a, ()):
             complement[c] = complement.get(c, 0.0) + share[a] * ppm / 1e6 / weight
     return complement
+
+
+class _Lazy(dict):
+    """A dict that computes (once) the value of a key it does not hold yet."""
+
+    def __init__(self, compute: Callable[[str], object]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, key: str):
+        value = self[key] = self.compute(key)
+        return value
