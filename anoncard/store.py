@@ -588,13 +588,14 @@ class Store:
 
     # -- coupons and suggestions ----------------------------------------------------
 
-    def card_profile(self, card_id: int, *, max_days: int = 120, since: str = "") -> tuple[list, list, list]:
+    def card_profile(self, card_id: int, *, max_days: int = 60, since: str = "") -> tuple[list, list, list]:
         """A card's recent dated history ``(day, category, baskets)``, its undated totals
         ``(category, baskets)`` and its visits ``(day, visits)``.
 
         Only the card's last ``max_days`` visit days are read (never less than from ``since``
         on): older days weigh little, and the entrance must answer at once even for a card
-        that shops every day.
+        that shops every day. (On the Complete Journey year, 60 days instead of 120 change
+        hit@3 by -0.04 points and halve the work for the heaviest shoppers.)
         """
         visits = self.conn.execute(
             "SELECT day, visits FROM visits WHERE card_id = ? ORDER BY day DESC LIMIT ?", (card_id, max_days)

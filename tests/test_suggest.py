@@ -105,7 +105,7 @@ def test_the_entrance_reads_a_bounded_window_of_history():
         svc.checkout({"card": code, "txn": f"t{i}", "lines": basket(("dairy", "1.00"))}, at=start + timedelta(days=i))
     card_id = svc.store.find_card(svc.ring.tokens(__import__("anoncard").cards.decode(code))).id
     history, _aff, visits = svc.store.card_profile(card_id)
-    assert len(visits) == 120 and len(history) == 120
-    assert min(d for d, _n in visits) == (start + timedelta(days=30)).isoformat()
+    assert len(visits) == 60 and len(history) == 60
+    assert min(d for d, _n in visits) == (start + timedelta(days=90)).isoformat()
     history, _aff, visits = svc.store.card_profile(card_id, since=(start + timedelta(days=10)).isoformat())
     assert len(visits) == 140
