@@ -7,7 +7,7 @@ import sqlite3
 from datetime import date
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, rule
 
@@ -215,8 +215,11 @@ class LedgerMachine(RuleBasedStateMachine):
         if not hasattr(self, "svc"):
             return
         conn = self.svc.store.conn
+        entries = dict(conn.execute("SELECT card_id, sum(points) FROM ledger GROUP BY card_id"))  # raw SQL
         for code in self.codes:
-            assert self.svc.balance({"card": code}).points == self.expected[code]
+            card = self.svc.store.find_card(self.svc.ring.tokens(cards.decode(code)))
+            balance = self.svc.balance({"card": code}).points
+            assert balance == entries.get(card.id, 0) == card.balance == self.expected[code]
         assert conn.execute("SELECT sum(points) FROM ledger").fetchone()[0] in (None, sum(self.expected.values()))
 
     @invariant()
@@ -241,6 +244,113 @@ class LedgerMachine(RuleBasedStateMachine):
 
 LedgerMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
 test_ledger_machine = LedgerMachine.TestCase
+
+
+REWARDS = {"coffee": 150, "voucher-5": 450, "tote-bag": 800}
+_lines = st.lists(st.tuples(st.sampled_from(CATEGORIES), st.integers(1, 30_000)), min_size=1, max_size=4)
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("buy"), _lines),
+        st.tuples(st.just("redeem"), st.sampled_from(sorted(REWARDS))),
+        # refund: which basket, which line (None: the whole rest), how many cents of it
+        st.tuples(
+            st.just("refund"), st.tuples(st.integers(0, 5), st.none() | st.integers(0, 3), st.integers(1, 30_000))
+        ),
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(ops=_ops, retry=st.lists(st.booleans(), min_size=14, max_size=14))
+@example(  # the plain case: buy, spend the points at once, bring the goods back
+    ops=[("buy", [("wine", 20_000)]), ("redeem", "coffee"), ("refund", (0, None, 1))],
+    retry=[False, True, True] + [False] * 11,
+)
+@example(ops=[("buy", [("fruit", 9_000), ("dairy", 5_000)]), ("redeem", "coffee"), ("refund", (0, 1, 9_000)),
+              ("refund", (0, 0, 2_500)), ("redeem", "coffee")], retry=[True] * 14)  # fmt: skip
+def test_buy_redeem_refund_never_leaves_the_card_ahead(ops, retry):
+    """Any sequence of buys, redemptions and (partial or full) refunds, each possibly retried: the balance
+    plus the points spent on rewards never exceed what the goods still kept would earn; a redemption
+    succeeds exactly when the balance covers it; refunding everything leaves balance + redeemed <= 0."""
+    svc = memory_service()
+    (card,) = svc.issue_cards({"count": 1})
+    code = card.code
+    kept: list[dict[str, int]] = []  # per basket: cents per category not yet refunded (kept by this test)
+    redeemed = 0
+    n = 0
+
+    def send(op: str, request: dict, again: bool):
+        r = getattr(svc, op)(request)
+        if again:  # the till lost the answer and retries: the same receipt, nothing moves
+            before = svc.balance({"card": code}).points
+            r2 = getattr(svc, op)(request)
+            assert r2.replayed and (r2.points, r2.balance) == (r.points, r.balance)
+            assert svc.balance({"card": code}).points == before
+        return r
+
+    def earned_by_kept() -> int:
+        return sum(svc.programme.points_for([(c, v) for c, v in b.items() if v]) for b in kept)
+
+    def check():
+        balance = svc.balance({"card": code}).points
+        assert balance + redeemed <= earned_by_kept()
+
+    for step, (op, arg) in enumerate(ops):
+        n += 1
+        balance = svc.balance({"card": code}).points
+        if op == "buy":
+            lines = [{"category": c, "amount": f"{a // 100}.{a % 100:02d}"} for c, a in arg]
+            send("checkout", {"card": code, "txn": f"b{len(kept)}", "lines": lines}, retry[step])
+            basket_: dict[str, int] = {}
+            for c, a in arg:
+                basket_[c] = basket_.get(c, 0) + a
+            kept.append(basket_)
+        elif op == "redeem":
+            request = {"card": code, "txn": f"x{n}", "reward": arg}
+            if balance >= REWARDS[arg]:
+                r = send("redeem", request, retry[step])
+                assert r.points == -REWARDS[arg]
+                redeemed += REWARDS[arg]
+                event("a reward was redeemed")
+            else:
+                with pytest.raises(LedgerError, match="'reward'"):
+                    svc.redeem(request)
+                assert svc.balance({"card": code}).points == balance
+        elif kept:
+            i, line, cents = arg
+            i %= len(kept)
+            if line is None:
+                request = {"txn": f"b{i}"}
+                if not any(kept[i].values()):  # nothing left: a replay of the full refund, or refused
+                    try:
+                        assert svc.refund(request).replayed
+                    except LedgerError as exc:
+                        assert "already fully refunded" in exc.message
+                    assert svc.balance({"card": code}).points == balance
+                    continue
+                send("refund", request, retry[step])
+                kept[i] = dict.fromkeys(kept[i], 0)
+            else:
+                category = sorted(kept[i])[line % len(kept[i])]
+                cents = min(cents, kept[i][category])
+                if cents == 0:
+                    continue
+                amount = f"{cents // 100}.{cents % 100:02d}"
+                request = {"txn": f"b{i}", "refund_id": f"r{n}", "lines": [{"category": category, "amount": amount}]}
+                send("refund", request, retry[step])
+                kept[i][category] -= cents
+                if redeemed:
+                    event("a partial refund after a redemption")
+        check()
+    # the customer brings everything back: not a point of what was redeemed is left to the good
+    for i, b in enumerate(kept):
+        if any(b.values()):
+            svc.refund({"txn": f"b{i}"})
+            kept[i] = dict.fromkeys(b, 0)
+    check()
+    assert svc.balance({"card": code}).points == -redeemed
 
 
 @given(st.lists(st.integers(1, 99_999), min_size=1, max_size=8))
