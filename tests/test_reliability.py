@@ -3,10 +3,14 @@ exact, no error of any kind reaches a terminal, and a single-use coupon is used 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
 import random
+import subprocess
+import sys
+import threading
 import time
 import traceback
 from datetime import date, timedelta
@@ -27,6 +31,7 @@ CARDS = 20
 MIXED_OPS = 500 if STRESS else 60  # per process
 MIXED_CARDS = 8
 COUPON_TRIALS = 200 if STRESS else 40
+CLI_CHECKOUTS = 60 if STRESS else 5  # per terminal, in the test that mixes CLI, serve and library terminals
 DAY = date(2015, 3, 2)
 CATEGORIES = ("dairy", "fruit", "coffee", "bakery", "wine", "vegetables")
 PROGRAMME = Programme.default()
@@ -321,4 +326,123 @@ def test_two_processes_presenting_one_coupon_exactly_one_wins(home):
             row = svc.store.find_coupon(coupon_codes.verify(coupon, key).id)
             assert row[5] == stored[0].id, trial  # used by the winner's document
         assert svc.store.counts()["txns"] == 4 + COUPON_TRIALS
+    assert consistency_problems(home / "anoncard.db") == []
+
+
+# -- one-shot CLI calls, a serve process and the library on one home -----------------------------------
+
+
+def _cli_checkout(home: str, request: dict) -> dict:
+    """One ``anoncard checkout --input - --json`` process, as a till script runs it (the card code on stdin)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "anoncard", "--home", home, "checkout", "--input", "-", "--json"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if proc.returncode != 0 or proc.stderr:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
+class _Serve:
+    """A long-lived ``anoncard serve`` terminal: one request line in, one response line out."""
+
+    def __init__(self, home: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "anoncard", "--home", home, "serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def checkout(self, request: dict) -> dict:
+        self.proc.stdin.write(json.dumps({"op": "checkout", **request}) + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        if not answer.get("ok"):
+            raise AssertionError(f"serve answered {answer}")
+        return answer["result"]
+
+    def close(self) -> str:
+        _out, err = self.proc.communicate(timeout=60)
+        if self.proc.returncode != 0 or err:
+            raise AssertionError(f"serve exit {self.proc.returncode}: {err.strip()}")
+        return err
+
+
+def mixed_kind_terminal(kind: str, home: str, worker: int, codes: list[str], barrier, out: list) -> None:
+    """Own checkouts plus the shared ones, each retried 0-2 times at once or later, through one kind of
+    terminal: one CLI process per request, one serve process, or the library in this process."""
+    rng = random.Random(900 + worker)
+    plan = [{"card": rng.choice(codes), "txn": f"{kind}{worker}-{i}", "lines": random_lines(rng)}
+            for i in range(CLI_CHECKOUTS)]  # fmt: skip
+    for j in range(3):
+        plan.insert(rng.randrange(len(plan) + 1), shared_request(codes, 1000 + j))
+    log, errors = [], []
+    try:
+        if kind == "serve":
+            terminal = _Serve(home)
+            send = terminal.checkout
+        elif kind == "library":
+            terminal = Service.open(home)
+            send = lambda request: dataclasses.asdict(terminal.checkout(request))  # noqa: E731
+        else:
+            terminal = None
+            send = lambda request: _cli_checkout(home, request)  # noqa: E731
+        barrier.wait(timeout=60)
+        later: list[dict] = []
+        for request in plan:
+            for _send in range(1 + rng.choice([0, 0, 1, 2])):
+                if _send and rng.random() < 0.5:
+                    later.append(request)
+                    continue
+                r = send(request)
+                log.append([request["txn"], request["card"], r["points"], r["balance"], r["replayed"]])
+        for request in later:
+            r = send(request)
+            log.append([request["txn"], request["card"], r["points"], r["balance"], r["replayed"]])
+        if terminal is not None:
+            terminal.close()
+    except BaseException:  # noqa: BLE001 - any exception at all is what this test looks for
+        errors.append(traceback.format_exc())
+    out.append({"log": log, "errors": errors, "plan": plan})
+
+
+def test_cli_serve_and_library_terminals_share_one_home(home):
+    """Two tills call the CLI once per checkout, one keeps a serve process, one uses the library: no error
+    reaches any of them, retries are replays with the original receipt, every balance is exact."""
+    with Service.open(home, clock=fixed_clock) as svc:
+        codes = [s.code for s in svc.issue_cards({"count": CARDS})]
+    kinds = ["cli", "cli", "serve", "library"]
+    barrier, results = threading.Barrier(len(kinds)), []
+    threads = [
+        threading.Thread(target=mixed_kind_terminal, args=(kind, str(home), w, codes, barrier, results))
+        for w, kind in enumerate(kinds)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert len(results) == len(kinds)
+    assert [r["errors"] for r in results] == [[]] * len(kinds)  # no "database is locked", nor anything else
+
+    requests = {q["txn"]: q for r in results for q in r["plan"]}
+    receipts: dict[str, list] = {}
+    for r in results:
+        assert {txn for txn, *_ in r["log"]} == {q["txn"] for q in r["plan"]}
+        for txn, card, points, balance, replayed in r["log"]:
+            assert card == requests[txn]["card"] and points == points_of(requests[txn]["lines"]), txn
+            receipts.setdefault(txn, []).append((points, balance, replayed))
+    assert sum(len(rs) for rs in receipts.values()) > len(requests)  # there were retries
+    expected = dict.fromkeys(codes, 0)
+    for txn, rs in receipts.items():
+        assert [replayed for *_pb, replayed in rs].count(False) == 1, txn  # exactly one send counted
+        assert len({(p, b) for p, b, _r in rs}) == 1, txn  # every retry got the original receipt
+        expected[requests[txn]["card"]] += rs[0][0]
+    with Service.open(home, clock=fixed_clock) as svc:
+        assert {c: svc.balance({"card": c}).points for c in codes} == expected
+        assert svc.store.counts()["txns"] == len(requests)
     assert consistency_problems(home / "anoncard.db") == []
