@@ -12,8 +12,9 @@ Checks: (a) policy fingerprint matches the last one recorded; (b) every table an
 column is declared; (c) stored text holds no personal data; (d) stored values match
 their declared types (days without clock time, opaque blobs of the right size);
 (e) retention holds; (f) key states: no card under a retired version, no retired
-material left, ring file private, ring and database agree; (g) the event log chain
-verifies; (h) SQLite's integrity check.
+material left (nor a copy of the ring left by an interrupted write), ring file
+private, ring and database agree; (g) the event log chain verifies; (h) SQLite's
+integrity check.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from . import pii
+from .keyring import stale_copies
 from .policy import _CATEGORY, _NAME, Policy
 from .service import KEYRING_NAME, Service, event_payload
 
@@ -284,6 +286,11 @@ def _keys(svc: Service, home: Path, today: date) -> Check:
         ring_states[k["version"]] = k["state"]
         if k["state"] == "retired" and k.get("material") is not None:
             problems.append(f"key v{k['version']} is retired but its material is still in the key ring")
+    for stale in stale_copies(path):
+        problems.append(
+            f"{stale.name} is a copy of the key ring left by an interrupted write (it may keep retired key"
+            " material); delete it"
+        )
     stored = svc.store.key_states()
     if stored != ring_states:
         problems.append(f"database key states {stored} differ from the key ring {ring_states}")

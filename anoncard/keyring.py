@@ -77,6 +77,15 @@ class KeyVersion:
         return mac.digest()
 
 
+STALE_COPY_AGE_S = 60.0
+
+
+def stale_copies(path: Path) -> list[Path]:
+    """Temporary copies of the ring file ``path`` that an interrupted save left beside it."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
 class KeyRing:
     """Versioned keys with states; see the module docstring for the model."""
 
@@ -252,11 +261,25 @@ class KeyRing:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        self._remove_stale_copies(path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+    @staticmethod
+    def _remove_stale_copies(path: Path, min_age_s: float = STALE_COPY_AGE_S) -> None:
+        """Delete temporary copies left by a save that was killed before its rename: they hold key
+        material, and a retirement must not leave an older copy of a retired key behind. Copies younger
+        than ``min_age_s`` may belong to a save running right now in another process and are kept."""
+        written = path.stat().st_mtime
+        for stale in stale_copies(path):
+            try:
+                if written - stale.stat().st_mtime >= min_age_s:
+                    stale.unlink()
+            except FileNotFoundError:
+                pass
 
     @classmethod
     def load(cls, path: Path) -> KeyRing:

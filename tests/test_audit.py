@@ -146,3 +146,12 @@ def test_audit_never_writes(demo_home):
     before = (demo_home / "anoncard.db").read_bytes()
     audit.run(demo_home, today=TODAY)
     assert (demo_home / "anoncard.db").read_bytes() == before
+
+
+def test_a_key_ring_copy_left_by_an_interrupted_write_fails(copy):
+    stale = copy / ".keyring.json.0badf00d.tmp"
+    stale.write_bytes((copy / "keyring.json").read_bytes())
+    os.chmod(stale, 0o600)
+    problems = failed(audit.run(copy, today=TODAY))
+    assert list(problems) == ["f"]
+    assert problems["f"][0].startswith(".keyring.json.0badf00d.tmp is a copy of the key ring left by an interrupted")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from anoncard import KeyRing, Programme, Service, init_home
+from anoncard.keyring import PRIMARY, RETIRED
 from anoncard.money import parse_cents
 from tests.conftest import fixed_clock
 from tests.crash_stream import DAY, request
@@ -176,3 +177,45 @@ def test_kill_at_random_moments_then_retry_the_stream(template, tmp_path):
         shutil.rmtree(home)
     # the kills did land in the middle of the stream, not only before or after it
     assert mid_stream >= RUNS // 4, f"only {mid_stream} of {RUNS} kills landed mid-stream"
+
+
+# -- the key ring file under kill -9 -------------------------------------------------------------------
+
+RING_RUNS = 30 if STRESS else 6
+RING_CHURN = """
+import sys
+from anoncard.keyring import KeyRing
+path = sys.argv[1]
+for i in range(100_000):
+    ring = KeyRing.load(path)
+    ring.rotate(f"d{i}")
+    if len(ring.versions) % 3 == 0:
+        ring.retire(ring.oldest_verify_only().version)
+    ring.save(path)
+    print(ring.primary.version, flush=True)
+"""
+
+
+def test_kill_during_key_ring_writes_never_loses_the_primary(tmp_path):
+    """A process rotates and retires as fast as it can and is killed at a random moment: the ring file
+    always loads (mode 0600, valid), has exactly one primary, and holds every save that returned."""
+    path = tmp_path / "keyring.json"
+    KeyRing.create("d0").save(path)
+    for run in range(RING_RUNS):
+        rng = random.Random(f"ring/{run}")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", RING_CHURN, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
+        )
+        time.sleep(rng.uniform(0.25, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, err.decode()
+        saved = [int(v) for v in out.split()]
+        assert saved, "the child saved nothing before the kill: give it longer"
+        ring = KeyRing.load(path)  # readable, and private
+        states = [v.state for v in ring.versions]
+        assert states.count(PRIMARY) == 1 and states[-1] == PRIMARY, states
+        assert ring.primary.material is not None
+        # every save that returned is in the file; at most the one in flight is added
+        assert saved[-1] <= ring.primary.version <= saved[-1] + 1, (saved[-1], ring.primary.version)
+        assert all(v.material is None for v in ring.versions if v.state == RETIRED)

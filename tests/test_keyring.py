@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from anoncard import KeyRing, KeyRingError, cards
 from anoncard.cards import CardSecret
-from anoncard.keyring import PRIMARY, RETIRED, VERIFY_ONLY, derive
+from anoncard.keyring import PRIMARY, RETIRED, VERIFY_ONLY, derive, stale_copies
 
 secrets_ = st.integers(min_value=0, max_value=(1 << cards.SECRET_BITS) - 1).map(CardSecret)
 RING = KeyRing.create("2015-03-01")
@@ -132,3 +132,36 @@ def test_repr_shows_no_material():
     for v in RING.versions:
         assert v.material.hex() not in text
         assert repr(v.material) not in text
+
+
+def test_a_failed_save_leaves_the_old_file_whole_and_no_copy(tmp_path, monkeypatch):
+    path = tmp_path / "ring.json"
+    RING.save(path)
+    before = path.read_bytes()
+    ring = KeyRing.load(path)
+    ring.rotate("2015-03-15")
+    for target in ("fsync", "replace"):
+        with monkeypatch.context() as m:
+
+            def fail(*_a, **_k):
+                raise OSError("disk full")
+
+            m.setattr(os, target, fail)
+            with pytest.raises(OSError, match="disk full"):
+                ring.save(path)
+        assert path.read_bytes() == before, target
+        assert KeyRing.load(path).primary.material == RING.primary.material
+        assert not list(tmp_path.glob(".*.tmp")), target
+
+
+def test_a_save_removes_copies_left_by_an_interrupted_save(tmp_path):
+    path = tmp_path / "ring.json"
+    RING.save(path)
+    old = tmp_path / ".ring.json.dead0001.tmp"  # a save killed before its rename, long ago
+    old.write_text(RING.to_json())
+    os.utime(old, (path.stat().st_mtime - 3600,) * 2)
+    fresh = tmp_path / ".ring.json.live0002.tmp"  # perhaps another process saving right now
+    fresh.write_text(RING.to_json())
+    assert stale_copies(path) == [old, fresh]
+    RING.save(path)
+    assert stale_copies(path) == [fresh]
