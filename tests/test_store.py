@@ -1,0 +1,88 @@
+"""Schema migrations: a database written by an older anoncard opens, and restores, as the current schema."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from anoncard import Service
+from anoncard.store import SCHEMA_VERSION, Store
+from tests.conftest import basket, fixed_clock
+
+
+def _indexes(db: Path) -> dict[str, str]:
+    conn = sqlite3.connect(db)
+    try:
+        return dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ledger'"))
+    finally:
+        conn.close()
+
+
+def _as_schema_1(db: Path) -> None:
+    """Turn a current database back into what schema version 1 wrote."""
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        """
+        DROP INDEX ledger_one_per_document;
+        DROP INDEX ledger_card_points;
+        CREATE UNIQUE INDEX idx_ledger_card_id_txn_id ON ledger (card_id, txn_id);
+        PRAGMA user_version = 1;
+        """
+    )
+    conn.close()
+
+
+def _shop(home: Path) -> tuple[str, int]:
+    with Service.open(home, clock=fixed_clock, synchronous="NORMAL") as svc:
+        (card,) = svc.issue_cards({"count": 1})
+        for i in range(3):
+            svc.checkout({"card": card.code, "txn": f"t{i}", "lines": basket(("dairy", "40.00"))})
+        return card.code, svc.balance({"card": card.code}).points
+
+
+def test_a_schema_1_database_is_migrated_on_open(home):
+    code, points = _shop(home)
+    db = home / "anoncard.db"
+    _as_schema_1(db)
+    assert "idx_ledger_card_id_txn_id" in _indexes(db)
+
+    with Service.open(home, clock=fixed_clock, synchronous="NORMAL") as svc:
+        assert svc.store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert svc.balance({"card": code}).points == points
+        plan = svc.store.conn.execute("EXPLAIN QUERY PLAN SELECT sum(points) FROM ledger WHERE card_id = 1").fetchall()
+        assert "COVERING INDEX ledger_card_points" in plan[0][3]
+        receipt = svc.checkout({"card": code, "txn": "t9", "lines": basket(("dairy", "1.00"))})
+        assert receipt.balance == points + 1
+    indexes = _indexes(db)
+    assert "idx_ledger_card_id_txn_id" not in indexes
+    assert {"ledger_one_per_document", "ledger_card_points"} <= set(indexes)
+
+
+def test_one_ledger_entry_per_document_is_still_enforced(home):
+    _shop(home)
+    store = Store(home / "anoncard.db")
+    try:
+        txn_id, card_id = store.conn.execute("SELECT id, card_id FROM txns LIMIT 1").fetchone()
+        try:
+            store.conn.execute(
+                "INSERT INTO ledger (card_id, txn_id, points, day) VALUES (?, ?, 5, '2015-03-02')", (card_id, txn_id)
+            )
+        except sqlite3.IntegrityError as exc:
+            assert "ledger.txn_id" in str(exc)
+        else:
+            raise AssertionError("a second ledger entry for one document was accepted")
+    finally:
+        store.close()
+
+
+def test_a_schema_1_backup_restores_as_the_current_schema(home, tmp_path):
+    code, points = _shop(home)
+    with Service.open(home, clock=fixed_clock, synchronous="NORMAL") as svc:
+        svc.backup(tmp_path / "old.db")
+    _as_schema_1(tmp_path / "old.db")
+    with Service.open(home, clock=fixed_clock, synchronous="NORMAL") as svc:
+        svc.checkout({"card": code, "txn": "after-backup", "lines": basket(("dairy", "5.00"))})
+        svc.restore(tmp_path / "old.db")
+        assert svc.store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert svc.balance({"card": code}).points == points
+    assert "ledger_card_points" in _indexes(home / "anoncard.db")
