@@ -216,6 +216,17 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
 _MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
 
 
+def _private_file(path: str) -> None:
+    """Create the database file readable by its owner only; SQLite gives its WAL and
+    shared-memory files the database file's permissions. An existing file is left as it is."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 @dataclass(frozen=True, slots=True)
 class Card:
     id: int
@@ -255,6 +266,7 @@ class Store:
             raise ValueError("synchronous must be FULL or NORMAL")
         self.path = str(path)
         try:
+            _private_file(self.path)
             self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_ms / 1000)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -289,7 +301,7 @@ class Store:
             return
         import fcntl
 
-        with open(f"{self.path}.migrate-lock", "a") as fh:
+        with os.fdopen(os.open(f"{self.path}.migrate-lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield

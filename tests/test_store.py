@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -86,3 +87,21 @@ def test_a_schema_1_backup_restores_as_the_current_schema(home, tmp_path):
         assert svc.store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert svc.balance({"card": code}).points == points
     assert "ledger_card_points" in _indexes(home / "anoncard.db")
+
+
+def test_database_files_are_readable_by_their_owner_only(tmp_path):
+    from anoncard import init_home
+
+    old = os.umask(0o022)  # the usual umask: new files would be world-readable
+    try:
+        home = tmp_path / "home"
+        init_home(home)
+        with Service.open(home) as svc:
+            (card,) = svc.issue_cards({"count": 1})
+            svc.checkout({"card": card.code, "txn": "t1", "lines": basket(("dairy", "4.00"))})
+            files = sorted(p for p in home.iterdir() if p.name.startswith("anoncard.db"))
+            assert {p.name for p in files} >= {"anoncard.db", "anoncard.db-wal", "anoncard.db-shm"}
+            loose = {p.name: oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o077}
+            assert loose == {}
+    finally:
+        os.umask(old)
