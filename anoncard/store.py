@@ -28,7 +28,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,10 +221,8 @@ def _private_file(path: str) -> None:
     shared-memory files the database file's permissions. An existing file is left as it is."""
     if path == ":memory:" or path.startswith("file:"):
         return
-    try:
+    with suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
 
 
 @dataclass(frozen=True, slots=True)
