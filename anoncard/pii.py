@@ -44,6 +44,9 @@ _STREET = re.compile(
     r"\b[\w.-]*(?:stra(?:ss|ß)e|str\.|weg|allee|platz|gasse|damm|ring|ufer|street|road|avenue)\s+\d+[a-z]?\b",
     re.IGNORECASE,
 )
+# a street address needs white space before its house number; without that the (slow,
+# backtracking) street pattern cannot match and is not tried
+_SPACE_DIGIT = re.compile(r"\s\d")
 _MIN_AGE = 14  # a date at least this many years back may be a customer's birth date
 
 
@@ -172,7 +175,7 @@ def scan(text: str, *, region: str = "DE", today: date | None = None) -> list[st
             found.append("IP address")
         if digits >= 7 and _phone(text, region) and "payment card number" not in found and "IBAN" not in found:
             found.append("phone number")
-        if _STREET.search(text):
+        if _SPACE_DIGIT.search(text) and _STREET.search(text):
             found.append("postal address")
     elif ":" in text and _ip(text):
         found.append("IP address")

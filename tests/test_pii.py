@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from anoncard import pii
 from anoncard.pii import KINDS, scan
 
 TODAY = date(2026, 11, 22)
@@ -105,3 +106,26 @@ def test_dates_old_enough_to_be_birth_dates_are_found(day, fmt):
 def test_never_raises_and_never_returns_the_text(text):
     found = scan(text, today=TODAY)
     assert set(found) <= set(KINDS)
+
+
+_STREET_WORDS = st.sampled_from(["straße", "Strasse", "str.", "weg", "Allee", "platz", "ring", "street", "Road"])
+
+
+@given(
+    st.text(max_size=20),
+    _STREET_WORDS,
+    st.text(alphabet=" \t\n\u00a0\u2003", min_size=1, max_size=3),
+    st.integers(0, 9999),
+    st.text(max_size=20),
+)
+def test_street_pre_filter_never_hides_an_address(before, word, space, number, after):
+    """The cheap check (white space before a digit) holds wherever the street pattern matches."""
+    text = f"{before}Haupt{word}{space}{number}{after}"
+    assert bool(pii._STREET.search(text)) <= bool(pii._SPACE_DIGIT.search(text))
+    if pii._STREET.search(text):
+        assert "postal address" in scan(text)
+
+
+@given(st.text(max_size=60))
+def test_street_pre_filter_holds_for_any_text(text):
+    assert bool(pii._STREET.search(text)) <= bool(pii._SPACE_DIGIT.search(text))
