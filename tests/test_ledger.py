@@ -371,3 +371,16 @@ def test_day_is_coarsened_from_at():
     assert days == ["2015-03-04", "2015-03-05"]
     times = svc.store.conn.execute("SELECT count(*) FROM txns WHERE day LIKE '%:%'").fetchone()[0]
     assert times == 0
+
+
+def test_receipt_to_dict_keeps_every_set_field_in_order_and_copies_coupons():
+    from anoncard.service import Receipt
+
+    line = {"category": "dairy", "kind": "percent", "value": 10, "discount": "0.24", "bonus_points": 0}
+    receipt = Receipt("checkout", "t1", 9, 53, "9.48", discount="0.24", coupons=(line,))
+    out = receipt.to_dict()
+    assert list(out) == ["kind", "txn", "points", "balance", "spend", "discount", "coupons", "replayed", "relinked"]
+    assert out["coupons"] == [line] and out["coupons"][0] is not line
+    bare = Receipt("redeem", "t2", -150, 16, reward="coffee").to_dict()
+    assert bare == {"kind": "redeem", "txn": "t2", "points": -150, "balance": 16, "spend": "0.00",
+                    "reward": "coffee", "replayed": False, "relinked": False}  # fmt: skip
