@@ -65,6 +65,7 @@ class StoreStats:
         self.top_pairs = {a: sorted(bs.items(), key=lambda kv: -kv[1])[: self.TOP_PAIRS] for a, bs in pairs.items()}
         self.by_popularity = sorted(shares, key=lambda c: (-shares[c], c))
         self.trends = {c: (recent.get(c, 0) + 50) / (ppm + 50) for c, ppm in shares.items()}
+        self.by_season = sorted(shares, key=lambda c: (-shares[c] * self.trends[c], c))
 
     def trend(self, category: str) -> float:
         """Share of the last two weeks over the long-run share: above 1 is in season."""
@@ -186,8 +187,9 @@ def suggest(
         last = profile.last.get(category)
         return fits(category) and (last is None or last.toordinal() < cutoff)
 
-    def next_habit(eligible: Callable[[str], bool]) -> tuple[str | None, float]:
-        """The category adding most coverage of the visits not yet covered (its odds, restocking included)."""
+    def next_habit(eligible: Callable[[str], bool], *, bought_lately: bool = False) -> tuple[str | None, float]:
+        """The category adding most coverage of the visits not yet covered (its odds, restocking
+        included); ``bought_lately`` looks only at what the card bought within ``discovery_weeks``."""
         left = sum(profile.weight[d] for d in uncovered)
         frac = left / denominator if profile.total else 1.0
         best, best_key = None, (-1.0, -1.0, "")
@@ -203,7 +205,7 @@ def suggest(
                 if key > best_key:
                     best, best_key = c, key
         # any other category gains only its prior: the most popular one that fits stands for all
-        for c in by_popularity:
+        for c in () if bought_lately else by_popularity:
             if eligible(c):
                 gain = prior * frac * stats.shares.get(c, 0) / 1e6
                 key = (round(gain, 12), share[c], c)
@@ -225,16 +227,20 @@ def suggest(
         if own_old:
             scores = {c: share[c] * profile.restock.get(c, 1.0) * stats.trend(c) ** 0.5 for c in own_old}
         else:
-            complement = _complements({c: share[c] for c in (*own, *by_popularity)}, stats)
+            # anchors: the likeliest ten, and a category the card never bought is as likely as it is popular
+            complement = _complements({c: share[c] for c in (*own, *by_popularity[:10])}, stats)
+            never = set(by_popularity)
+            pool = [c for c in complement if c in never]
+            # without complements a category scores its popularity times its trend, the same
+            # order for every card: the first of that order stands for all the others
+            pool += next(([c] for c in stats.by_season if c in never and c not in complement and unbought(c)), [])
             scores = {
-                c: (share[c] + COMPLEMENT_WEIGHT * complement.get(c, 0.0)) * stats.trend(c)
-                for c in by_popularity
-                if unbought(c)
+                c: (share[c] + COMPLEMENT_WEIGHT * complement.get(c, 0.0)) * stats.trend(c) for c in pool if unbought(c)
             }
         # the discovery's odds of adding a hit (it is about as likely on the visits the habits
         # miss as on any) against those of the next habit bought lately
         left = sum(profile.weight[d] for d in uncovered) / denominator if profile.total else 1.0
-        habit, habit_gain = next_habit(lambda c: fits(c) and not unbought(c))
+        habit, habit_gain = next_habit(lambda c: fits(c) and not unbought(c), bought_lately=True)
         if scores:
             best = max(scores, key=lambda c: (scores[c], c))
             if habit is None or DISCOVERY_WEIGHT * scores[best] * left >= habit_gain:
