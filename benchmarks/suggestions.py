@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from anoncard import Service  # noqa: E402
 from anoncard.suggest import suggest  # noqa: E402
 from benchmarks.common import write_json  # noqa: E402
-from benchmarks.completejourney import load, open_home, request  # noqa: E402
+from benchmarks.completejourney import load, open_home, programme_text, request  # noqa: E402
 
 SPLIT_WEEK = 40
 K = 3
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         t1 = time.perf_counter()
         if snapshot is not None and (snapshot / "cards.json").exists():
             shutil.copytree(snapshot / "home", home)
+            (home / "programme.toml").write_text(programme_text(departments))  # the data is reused, not the rules
             cards = {int(h): c for h, c in json.loads((snapshot / "cards.json").read_text()).items()}
             svc = Service.open(home, synchronous="NORMAL")
             print(f"reused the week-{SPLIT_WEEK} home in {snapshot}")
