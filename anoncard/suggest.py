@@ -43,8 +43,9 @@ RESTOCK_ONCE = 0.85
 RESTOCK_BY_GAP = ((0.25, 0.67), (0.5, 0.87))
 # a discovery is printed instead of the last habit when its odds of adding a hit, counted
 # this many times, beat the habit's: something new is worth more to the customer than a
-# reminder of what they buy anyway, but not a likely coupon thrown away (on the Complete
-# Journey year: 1 -> hit@3 0.594 discovery 0.029; 2.5 -> 0.584 / 0.061; always -> 0.551 / 0.093)
+# reminder of what they buy anyway, but not a likely coupon thrown away (the engine without
+# caps on weeks 41-53 of the Complete Journey year, hit@3 / discovery: weight 1 -> 0.594 /
+# 0.029, 2 -> 0.589 / 0.051, 2.5 -> 0.585 / 0.062, 3 -> 0.580 / 0.069, always -> 0.551 / 0.093)
 DISCOVERY_WEIGHT = 2.5
 
 
