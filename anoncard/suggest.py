@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import date
 
 HALF_LIFE_DAYS = 90.0
-PRIOR_VISITS = 3.0
+PRIOR_VISITS = 8.0
 COMPLEMENT_WEIGHT = 0.5
 MAX_PER_DEPARTMENT = 2
 OLD_AGE_DAYS = 400  # undated totals are history older than the policy's horizon
@@ -44,9 +44,9 @@ RESTOCK_BY_GAP = ((0.25, 0.67), (0.5, 0.87))
 # a discovery is printed instead of the last habit when its odds of adding a hit, counted
 # this many times, beat the habit's: something new is worth more to the customer than a
 # reminder of what they buy anyway, but not a likely coupon thrown away (the engine without
-# caps on weeks 41-53 of the Complete Journey year, hit@3 / discovery: weight 1 -> 0.594 /
-# 0.029, 2 -> 0.589 / 0.051, 2.5 -> 0.585 / 0.062, 3 -> 0.580 / 0.069, always -> 0.551 / 0.093)
-DISCOVERY_WEIGHT = 2.5
+# caps on weeks 41-53 of the Complete Journey year, hit@3 / discovery: weight 1 -> 0.597 /
+# 0.028, 2.5 -> 0.589 / 0.058, 3 -> 0.586 / 0.066, always -> 0.553 / 0.094)
+DISCOVERY_WEIGHT = 3.0
 
 
 @dataclass(frozen=True, slots=True)
