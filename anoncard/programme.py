@@ -63,10 +63,10 @@ value = "9.00"
 [coupons]                  # printed at the entrance column, chosen from the card's history
 valid_days = 1             # a coupon is for today's shop
 per_visit = 3              # never more than this at one visit
-per_week = 15              # nor more than this in seven days (three a visit, five visits)
-rest_after = 6             # a category whose last 6 coupons were all ignored...
+per_week = 21              # nor more than this in seven days (three a visit, one visit a day)
+rest_after = 10            # a category whose last 10 coupons were all ignored...
 rest_days = 14             # ...rests this long
-quiet_after = 12           # a card that ignored its last N coupons gets one at a time
+quiet_after = 20           # a card that ignored its last N coupons gets one at a time
 discovery_weeks = 8        # the discovery slot offers what the card has not bought for this long
 
 [[offers]]                 # the most specific offer for a suggested category is printed
@@ -127,10 +127,10 @@ class Offer:
 class CouponRules:
     valid_days: int = 1
     per_visit: int = 3
-    per_week: int = 15
-    rest_after: int = 6
+    per_week: int = 21
+    rest_after: int = 10
     rest_days: int = 14
-    quiet_after: int = 12
+    quiet_after: int = 20
     discovery_weeks: int = 8
 
 

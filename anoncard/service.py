@@ -589,10 +589,11 @@ class Service:
         return self._stats
 
     def refresh_stats(self) -> dict:
-        """Recompute the store-wide category aggregates from the history kept."""
+        """Recompute the store-wide category aggregates from the history kept, and prepare them
+        here rather than in the next customer's ``enter``."""
         with self.store.transaction():
             counts = self.store.refresh_category_stats()
-        self._stats = None
+        self._stats = suggest.StoreStats(*self.store.category_stats())
         return counts
 
     def enter(self, request: Mapping, *, at: When = None) -> Entrance:

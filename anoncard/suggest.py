@@ -14,10 +14,12 @@ store, a clock time or anything about the person.
 * **Restocking** - a category the card bought moments ago is less likely in this
   basket: its cupboard is full. Today's earlier basket, or a gap under a quarter (or
   half) of the card's own interval between buys, scales the category down.
-* **Discovery** - one slot for a category the card has not bought for
+* **Discovery** - the last slot may go to a category the card has not bought for
   ``discovery_weeks``: its own occasional buys first (ranked by share, restocking and
   the store-wide trend: what is in season now); a card with none gets complements
   (what is bought on the same days as this card's habits), weighted by the trend.
+  It is printed only when its odds of adding a hit, weighted by ``DISCOVERY_WEIGHT``,
+  beat those of the next habit: a discovery nobody buys is a coupon thrown away.
 * **Diversity** - never more than two offers from one department; never a category
   the card already holds a coupon for, or one resting after being ignored.
 """
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from datetime import date
 
 HALF_LIFE_DAYS = 90.0
-PRIOR_VISITS = 3.0
+PRIOR_VISITS = 8.0
 COMPLEMENT_WEIGHT = 0.5
 MAX_PER_DEPARTMENT = 2
 OLD_AGE_DAYS = 400  # undated totals are history older than the policy's horizon
@@ -39,6 +41,12 @@ OLD_AGE_DAYS = 400  # undated totals are history older than the policy's horizon
 RESTOCK_TODAY = 0.55
 RESTOCK_ONCE = 0.85
 RESTOCK_BY_GAP = ((0.25, 0.67), (0.5, 0.87))
+# a discovery is printed instead of the last habit when its odds of adding a hit, counted
+# this many times, beat the habit's: something new is worth more to the customer than a
+# reminder of what they buy anyway, but not a likely coupon thrown away (the engine without
+# caps on weeks 41-53 of the Complete Journey year, hit@3 / discovery: weight 1 -> 0.597 /
+# 0.028, 2.5 -> 0.589 / 0.058, 3 -> 0.586 / 0.066, always -> 0.553 / 0.094)
+DISCOVERY_WEIGHT = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,7 @@ class StoreStats:
         self.top_pairs = {a: sorted(bs.items(), key=lambda kv: -kv[1])[: self.TOP_PAIRS] for a, bs in pairs.items()}
         self.by_popularity = sorted(shares, key=lambda c: (-shares[c], c))
         self.trends = {c: (recent.get(c, 0) + 50) / (ppm + 50) for c, ppm in shares.items()}
+        self.by_season = sorted(shares, key=lambda c: (-shares[c] * self.trends[c], c))
 
     def trend(self, category: str) -> float:
         """Share of the last two weeks over the long-run share: above 1 is in season."""
@@ -142,7 +151,7 @@ def suggest(
     allowed: Callable[[str], bool] | None = None,
     prior: float = PRIOR_VISITS,
 ) -> list[Suggestion]:
-    """Up to ``k`` categories for this card: habits by coverage, and one discovery."""
+    """Up to ``k`` categories for this card: habits by coverage, and at most one discovery."""
     if k <= 0:
         return []
     profile = Profile(history, visits, today, affinity=affinity)
@@ -173,7 +182,15 @@ def suggest(
     denominator = profile.total + prior
     # own categories go by decayed mass, which bounds any coverage gain (branch and bound)
     top_share = max(stats.shares.values(), default=0) / 1e6
-    while len(chosen) < habits:
+    cutoff = today.toordinal() - discovery_weeks * 7
+
+    def unbought(category: str) -> bool:
+        last = profile.last.get(category)
+        return fits(category) and (last is None or last.toordinal() < cutoff)
+
+    def next_habit(eligible: Callable[[str], bool], *, bought_lately: bool = False) -> tuple[str | None, float]:
+        """The category adding most coverage of the visits not yet covered (its odds, restocking
+        included); ``bought_lately`` looks only at what the card bought within ``discovery_weeks``."""
         left = sum(profile.weight[d] for d in uncovered)
         frac = left / denominator if profile.total else 1.0
         best, best_key = None, (-1.0, -1.0, "")
@@ -181,7 +198,7 @@ def suggest(
         for c in own:
             if profile.mass[c] + prior * frac * top_share < best_key[0]:
                 break  # no category further down can gain more (branch and bound)
-            if fits(c):
+            if eligible(c):
                 gain = sum(profile.weight[d] for d in profile.days.get(c, set()) & uncovered)
                 gain += prior * frac * stats.shares.get(c, 0) / 1e6
                 gain *= profile.restock.get(c, 1.0)
@@ -189,39 +206,48 @@ def suggest(
                 if key > best_key:
                     best, best_key = c, key
         # any other category gains only its prior: the most popular one that fits stands for all
-        for c in by_popularity:
-            if fits(c):
+        for c in () if bought_lately else by_popularity:
+            if eligible(c):
                 gain = prior * frac * stats.shares.get(c, 0) / 1e6
                 key = (round(gain, 12), share[c], c)
                 if key > best_key:
                     best, best_key = c, key
                 break
+        return best, best_key[0] / denominator
+
+    while len(chosen) < habits:
+        best, gain = next_habit(fits)
         if best is None:
             break
-        take(best, "habit", best_key[0] / denominator)
+        take(best, "habit", gain)
         uncovered -= profile.days.get(best, set())
 
     if discovery and len(chosen) < k:
-        cutoff = today.toordinal() - discovery_weeks * 7
-
-        def unbought(category: str) -> bool:
-            last = profile.last.get(category)
-            return fits(category) and (last is None or last.toordinal() < cutoff)
-
         # the card's own occasional buys first: likelier than anything it never bought
         own_old = [c for c in own if unbought(c)]
         if own_old:
             scores = {c: share[c] * profile.restock.get(c, 1.0) * stats.trend(c) ** 0.5 for c in own_old}
         else:
-            complement = _complements({c: share[c] for c in (*own, *by_popularity)}, stats)
+            # anchors: the likeliest ten, and a category the card never bought is as likely as it is popular
+            complement = _complements({c: share[c] for c in (*own, *by_popularity[:10])}, stats)
+            never = set(by_popularity)
+            pool = [c for c in complement if c in never]
+            # without complements a category scores its popularity times its trend, the same
+            # order for every card: the first of that order stands for all the others
+            pool += next(([c] for c in stats.by_season if c in never and c not in complement and unbought(c)), [])
             scores = {
-                c: (share[c] + COMPLEMENT_WEIGHT * complement.get(c, 0.0)) * stats.trend(c)
-                for c in by_popularity
-                if unbought(c)
+                c: (share[c] + COMPLEMENT_WEIGHT * complement.get(c, 0.0)) * stats.trend(c) for c in pool if unbought(c)
             }
+        # the discovery's odds of adding a hit (it is about as likely on the visits the habits
+        # miss as on any) against those of the next habit bought lately
+        left = sum(profile.weight[d] for d in uncovered) / denominator if profile.total else 1.0
+        habit, habit_gain = next_habit(lambda c: fits(c) and not unbought(c), bought_lately=True)
         if scores:
             best = max(scores, key=lambda c: (scores[c], c))
-            take(best, "discovery", scores[best])
+            if habit is None or DISCOVERY_WEIGHT * scores[best] * left >= habit_gain:
+                take(best, "discovery", scores[best])
+        if len(chosen) < k and habit is not None:
+            take(habit, "habit", habit_gain)
     if len(chosen) < k:  # department limits or no discovery candidate left a slot open
         for c in sorted((*own, *by_popularity), key=lambda c: (-share[c], c)):
             if len(chosen) >= k:

@@ -15,11 +15,18 @@ two baselines computed at the same moments in the same run:
 * enter latency p50 / p99 with the year loaded.
 
     python benchmarks/suggestions.py [--json benchmarks/results/suggestions.json] [--limit-households N]
+                                     [--snapshot DIR]
+
+``--snapshot DIR`` keeps the home as replayed to week 40 in DIR (written on the first
+run, copied and reused by later runs with the same households), so that changes to
+the entrance can be measured without replaying the 40 weeks again.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -30,9 +37,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from anoncard import Service  # noqa: E402
 from anoncard.suggest import suggest  # noqa: E402
 from benchmarks.common import write_json  # noqa: E402
-from benchmarks.completejourney import load, open_home, request  # noqa: E402
+from benchmarks.completejourney import load, open_home, programme_text, request  # noqa: E402
 
 SPLIT_WEEK = 40
 K = 3
@@ -65,6 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--limit-households", type=int, default=0, help="use only the first N households (smoke runs)")
+    ap.add_argument("--snapshot", type=Path, help="save (or reuse) the home replayed to week 40 in this directory")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -78,17 +87,30 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        svc, cards = open_home(home, departments, households)
-
+        snapshot = args.snapshot / f"week{SPLIT_WEEK}-{len(households)}" if args.snapshot else None
         t1 = time.perf_counter()
-        train = [b for b in baskets if b.week <= SPLIT_WEEK]
-        for i, b in enumerate(train):
-            svc.checkout(request(cards[b.household], b), at=b.at)
-            if i % 20000 == 0:
-                print(f"  replay {i}/{len(train)}", file=sys.stderr)
+        if snapshot is not None and (snapshot / "cards.json").exists():
+            shutil.copytree(snapshot / "home", home)
+            (home / "programme.toml").write_text(programme_text(departments))  # the data is reused, not the rules
+            cards = {int(h): c for h, c in json.loads((snapshot / "cards.json").read_text()).items()}
+            svc = Service.open(home, synchronous="NORMAL")
+            print(f"reused the week-{SPLIT_WEEK} home in {snapshot}")
+        else:
+            svc, cards = open_home(home, departments, households)
+            train = [b for b in baskets if b.week <= SPLIT_WEEK]
+            for i, b in enumerate(train):
+                svc.checkout(request(cards[b.household], b), at=b.at)
+                if i % 20000 == 0:
+                    print(f"  replay {i}/{len(train)}", file=sys.stderr)
+            svc.refresh_stats()
+            print(f"replayed weeks 1-{SPLIT_WEEK}: {len(train)} baskets in {time.perf_counter() - t1:.1f} s")
+            if snapshot is not None:
+                svc.close()
+                shutil.rmtree(snapshot, ignore_errors=True)
+                shutil.copytree(home, snapshot / "home")
+                (snapshot / "cards.json").write_text(json.dumps(cards))
+                svc = Service.open(home, synchronous="NORMAL")
         replay_s = time.perf_counter() - t1
-        svc.refresh_stats()
-        print(f"replayed weeks 1-{SPLIT_WEEK}: {len(train)} baskets in {replay_s:.1f} s")
 
         engine, popular, personal = Scores(), Scores(), Scores()
         ranking, habits_only = Scores(), Scores()  # the engine alone, without caps, fatigue or held coupons

@@ -43,6 +43,15 @@ def test_one_discovery_slot_for_something_not_bought_lately():
     assert picks[2].category == "cheese"  # the card's own occasional buy, not bought for 100 days
 
 
+def test_a_discovery_nobody_would_buy_does_not_push_out_a_likely_habit():
+    # beer is on every visit milk and bread miss; the candles were bought once, long ago
+    history, visits = card({1: ["milk"], 2: ["bread"], 3: ["beer"], 4: ["milk"], 5: ["bread"], 6: ["beer"],
+                            150: ["candles"]})  # fmt: skip
+    picks = suggest(history, visits, today=TODAY, stats=STATS)
+    assert sorted(p.category for p in picks) == ["beer", "bread", "milk"]
+    assert {p.reason for p in picks} == {"habit"}
+
+
 def test_a_card_without_occasional_buys_discovers_a_complement_in_season():
     history, visits = card({1: ["milk", "bread"], 3: ["milk"], 5: ["bread"]})
     picks = suggest(history, visits, today=TODAY, stats=STATS)
