@@ -34,7 +34,6 @@ from pathlib import Path
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 2
 _LOCK_RETRIES = 4
 
 _TRIGGERS = """
@@ -213,7 +212,10 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
     )
 
 
+# Numbered migrations, applied in ascending order above the database's user_version;
+# the schema version is the highest number.
 _MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+SCHEMA_VERSION = max(_MIGRATIONS)
 
 
 def _private_file(path: str) -> None:
@@ -287,10 +289,9 @@ class Store:
         # lock instead of one transaction; every step is idempotent (IF NOT EXISTS).
         with self._migration_lock():
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            while version < SCHEMA_VERSION:
-                _MIGRATIONS[version + 1](self.conn)
-                version += 1
-                self.conn.execute(f"PRAGMA user_version={version}")
+            for number in sorted(n for n in _MIGRATIONS if n > version):
+                _MIGRATIONS[number](self.conn)
+                self.conn.execute(f"PRAGMA user_version={number}")
 
     @contextmanager
     def _migration_lock(self) -> Iterator[None]:
