@@ -29,6 +29,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from . import pii
+from .errors import PolicyViolation
 from .keyring import stale_copies
 from .policy import _CATEGORY, _NAME, Policy
 from .service import KEYRING_NAME, Service, event_payload
@@ -110,8 +111,20 @@ class Report:
         return {"json": self.to_json, "md": self.to_markdown, "html": self.to_html}[fmt]()
 
 
+AS_OF_FROM = date(2000, 1, 1)
+
+
 def run(home: Path, *, today: date | None = None, progress: Callable[[str], None] | None = None) -> Report:
-    """Audit a home. Never writes to it."""
+    """Audit a home. Never writes to it.
+
+    ``today`` audits retention as of another day (any day from 2000-01-01 on: the audit
+    only reads, so a past day shows what was due then, a later one what will be due).
+
+    Raises:
+        PolicyViolation: ``today`` is before 2000-01-01 (field 'at').
+    """
+    if today is not None and today < AS_OF_FROM:
+        raise PolicyViolation(f"field 'at': the audit's day must be {AS_OF_FROM} or later", field="at")
     home = Path(home)
     svc = Service.open(home, check_policy=False)
     try:
@@ -165,8 +178,8 @@ def _texts(kind: str, value: object) -> list[str]:
         return []
     if kind == "lines_json":
         try:
-            return [str(c) for c, _a in json.loads(value)]
-        except (ValueError, TypeError):
+            return [str(row[0]) for row in json.loads(value)]  # the category of each line
+        except (ValueError, TypeError, IndexError, KeyError):
             return [value]
     if kind == "json":
         try:
@@ -227,7 +240,15 @@ def _conforms(kind: str, value: object) -> bool:
     if kind == "lines_json":
         try:
             lines = json.loads(value)
-            return all(bool(_CATEGORY.fullmatch(c)) and isinstance(a, int) for c, a in lines)
+            # [category, cents] or a checkout's record [category, cents, points, bonus, discount]
+            return all(
+                isinstance(row, list)
+                and len(row) in (2, 5)
+                and isinstance(row[0], str)
+                and bool(_CATEGORY.fullmatch(row[0]))
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in row[1:])
+                for row in lines
+            )
         except (ValueError, TypeError):
             return False
     if kind == "json":

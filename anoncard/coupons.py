@@ -56,6 +56,8 @@ class Coupon:
     def payload(self) -> bytes:
         cat = self.category.encode()
         days = (self.expires - EPOCH).days
+        if not 0 <= days <= 0xFFFF:
+            raise CouponError(f"coupon: the expiry must lie from {EPOCH} to {EPOCH + timedelta(days=0xFFFF)}")
         return (
             _HEAD.pack(VERSION, self.key_id, self.id, days, KINDS[self.kind], self.value, self.binding, len(cat)) + cat
         )

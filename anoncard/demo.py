@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 
 from .errors import LedgerError, PolicyViolation
@@ -48,6 +48,11 @@ def _basket(rng: random.Random, taste: list[float], big: bool) -> list[dict]:
     return lines
 
 
+def _clock_at(day: date) -> Callable[[], datetime]:
+    noon = datetime.combine(day, time(12))
+    return lambda: noon
+
+
 def run(
     service: Service,
     *,
@@ -59,6 +64,7 @@ def run(
 ) -> dict:
     """Play a store week on ``service`` and return a summary of what happened."""
     rng = random.Random(seed)
+    wall_clock = service.clock  # the week is played by moving the service's clock, day by day
     start = start or service.clock().date() - timedelta(days=6)  # the week that ends today
     codes = [s.code for s in service.issue_cards({"count": cards})]
     tastes = {c: [rng.random() ** 2 for _ in CATEGORIES] for c in codes}
@@ -75,18 +81,19 @@ def run(
     rotated_at = checkouts // 2
     for i in range(checkouts):
         day = start + timedelta(days=i * 7 // checkouts)
-        if day != last_day:  # the nightly job: store-wide category statistics for the entrance
+        if day != last_day:  # a new store day: the service's clock moves, the nightly job runs
+            service.clock = _clock_at(day)
             service.refresh_stats()
             last_day = day
         if i == rotated_at:
-            service.rotate_keys(at=day)
+            service.rotate_keys()
             stats["rotations"] += 1
         card = rng.choice(codes)
         big = weekly_shopper[card] and rng.random() < 0.35
         txn = f"store7-till{rng.randint(1, 6)}-{i:06d}"
         request = {"card": card, "txn": txn, "lines": _basket(rng, tastes[card], big)}
         if rng.random() < 0.6:  # most customers scan their card at the entrance column
-            entrance = service.enter({"card": card}, at=day)
+            entrance = service.enter({"card": card})
             relinked += entrance.relinked
             printed = entrance.coupons
             stats["coupons printed"] += sum(c.new for c in printed)
@@ -94,7 +101,7 @@ def run(
             use = [c.code for c in printed if c.category in bought]
             if use:
                 request["coupons"] = use
-        receipt = service.checkout(request, at=day)
+        receipt = service.checkout(request)
         for c in receipt.coupons:
             stats["coupons redeemed"] += 1
             coupon_value += int(c["discount"].replace(".", ""))
@@ -109,13 +116,13 @@ def run(
             gifts[receipt.gift] += 1
             gift_value += next(g.value_cents for g in service.programme.gifts if g.name == receipt.gift)
         if rng.random() < 0.05:  # the till lost the answer and sends the request again
-            again = service.checkout(request, at=day)
+            again = service.checkout(request)
             assert again.replayed and again.points == receipt.points
             stats["retries"] += 1
         if rng.random() < 0.02 and done:  # a customer brings something back
             r_txn, _ = rng.choice(done)
             try:
-                refund = service.refund({"txn": r_txn}, at=day)
+                refund = service.refund({"txn": r_txn})
                 points_reversed -= refund.points
                 spend += int(refund.spend.replace(".", ""))
                 stats["refunds"] += 1
@@ -126,7 +133,7 @@ def run(
             affordable = [r for r in service.programme.rewards.values() if r.points <= balance]
             if affordable:
                 reward = max(affordable, key=lambda r: r.points)
-                service.redeem({"card": card, "txn": f"{txn}-r", "reward": reward.name}, at=day)
+                service.redeem({"card": card, "txn": f"{txn}-r", "reward": reward.name})
                 rewards[reward.name] += 1
                 points_redeemed += reward.points
                 reward_value += reward.value_cents
@@ -140,10 +147,10 @@ def run(
                 "email": "someone@example.org",
                 "lines": [{"category": "dairy", "amount": "1.00"}],
             },
-            at=start,
         )
     except PolicyViolation:
         stats["refused by the gate"] += 1
+    service.clock = wall_clock
     net_points = points_earned - points_reversed
     point_value = service.programme.point_value_cents
     # coupon bonus points are in the receipts' points already; coupon_value holds the discounts

@@ -19,7 +19,9 @@ Beside the versions the ring holds one *reference key* that never rotates: it tu
 till document numbers (which name store and till) into opaque references, so the
 database keeps no store-level movement profile while retries still match; a second
 sub-key of it chains the event log, so whoever can write the database alone cannot
-rewrite its history; a third binds coupons to the card they were issued to.
+rewrite its history; a third binds coupons to the card they were issued to; a fourth
+turns the id printed on a coupon into the keyed digest the database stores (and a
+fifth seals the id for a reprint), so a coupon slip alone finds no row.
 
 The file is JSON, written atomically (temporary file, fsync, rename, fsync of the
 directory) with mode 0600, and refused when group or others may read it.
@@ -47,6 +49,8 @@ CARD_TOKEN = "card-token"
 TXN_REF = "txn-ref"
 EVENT_LOG = "event-log"
 COUPON_BINDING = "coupon-binding"
+COUPON_ID = "coupon-id"
+COUPON_SEAL = "coupon-id-seal"
 
 
 def derive(master: bytes, purpose: str) -> bytes:
@@ -115,6 +119,12 @@ class KeyRing:
         self._binding_mac = hmac.new(
             derive(reference_key, COUPON_BINDING), f"anoncard/{COUPON_BINDING}\x00".encode(), hashlib.sha256
         )
+        self._coupon_id_mac = hmac.new(
+            derive(reference_key, COUPON_ID), f"anoncard/{COUPON_ID}\x00".encode(), hashlib.sha256
+        )
+        self._coupon_seal_mac = hmac.new(
+            derive(reference_key, COUPON_SEAL), f"anoncard/{COUPON_SEAL}\x00".encode(), hashlib.sha256
+        )
 
     def __repr__(self) -> str:
         return f"KeyRing(versions={[(v.version, v.state) for v in self.versions]})"
@@ -156,6 +166,25 @@ class KeyRing:
         mac = self._binding_mac.copy()
         mac.update(secret.to_bytes() + coupon_id)
         return mac.digest()[:8]
+
+    def coupon_digest(self, coupon_id: bytes) -> bytes:
+        """The keyed digest a coupon is stored under; the id printed on the slip is never stored."""
+        mac = self._coupon_id_mac.copy()
+        mac.update(coupon_id)
+        return mac.digest()[:16]
+
+    def _seal_pad(self, digest: bytes) -> bytes:
+        mac = self._coupon_seal_mac.copy()
+        mac.update(digest)
+        return mac.digest()[: len(digest) // 2]
+
+    def seal_coupon_id(self, coupon_id: bytes, digest: bytes) -> bytes:
+        """The coupon id masked by a pad unique to its digest, so the entrance can reprint a
+        held coupon; without the ring it is noise."""
+        return bytes(a ^ b for a, b in zip(coupon_id, self._seal_pad(digest), strict=True))
+
+    def unseal_coupon_id(self, sealed: bytes, digest: bytes) -> bytes:
+        return self.seal_coupon_id(sealed, digest)
 
     def coupon_private_key(self):
         """The Ed25519 key that signs coupons (only the store server holds it)."""

@@ -22,7 +22,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -103,6 +103,9 @@ COLUMN_TYPES = {
     "json", "key_state", "document_kind",
 }  # fmt: skip
 TIME_RESOLUTIONS = ("day", "week", "month")
+# The explicit-time window ([time]): its defaults, and the bounds a policy may set.
+REPLAY_DAYS, FUTURE_SKEW_SECONDS = 7, 300
+MAX_FUTURE_SKEW_SECONDS = 3600
 _SCANNED = {"document_id", "category", "reward_name"}
 
 
@@ -205,7 +208,7 @@ class Policy:
         canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         self.fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
         for key in doc:
-            if key not in ("policy", "retention", "requests", "storage"):
+            if key not in ("policy", "retention", "time", "requests", "storage"):
                 raise PolicyFileError(f"policy: unknown section [{key}]")
         head = doc.get("policy", {})
         self.title = _text(head, "title", "policy")
@@ -218,6 +221,7 @@ class Policy:
         self.history_days = _int(ret, "history_days", "retention")
         if not self.documents_days or not self.history_days:
             raise PolicyFileError("policy: retention.documents_days and retention.history_days must be set and > 0")
+        self.replay_days, self.future_skew_seconds = _time_window(doc.get("time", {}), self)
         self.requests: dict[str, dict[str, FieldRule]] = {}
         self.request_purpose: dict[str, str] = {}
         for kind, spec in doc.get("requests", {}).items():
@@ -276,6 +280,36 @@ class Policy:
         if self.time_resolution == "month":
             return day.replace(day=1)
         return day
+
+    def explicit_time(self, at: object, now: datetime) -> datetime:
+        """An explicit time (a replay, an import, an offline till's queue) checked against the
+        window ``[time]`` declares around the service's clock ``now``: no older than
+        ``replay_days``, no further ahead than ``future_skew_seconds``. A date means its noon.
+
+        Raises:
+            PolicyViolation: naming field 'at' and the rule, never the value.
+        """
+        if isinstance(at, datetime):
+            when = at
+        elif isinstance(at, date):
+            when = datetime.combine(at, datetime.min.time()).replace(hour=12, tzinfo=now.tzinfo)
+        else:
+            raise PolicyViolation("field 'at': must be an ISO date or date and time", field="at")
+        if (when.tzinfo is None) != (now.tzinfo is None):  # compare in the clock's terms
+            when = when.replace(tzinfo=now.tzinfo) if when.tzinfo is None else when.astimezone(now.tzinfo)
+            if now.tzinfo is None:
+                when = when.replace(tzinfo=None)
+        earliest = now - timedelta(days=self.replay_days)
+        latest = now + timedelta(seconds=self.future_skew_seconds)
+        exact = isinstance(at, datetime)  # a day is inside when any of it is
+        lo, hi = (earliest, latest) if exact else (earliest.date(), latest.date())
+        if not lo <= (when if exact else when.date()) <= hi:
+            raise PolicyViolation(
+                f"field 'at': an explicit time may be at most {self.replay_days} days before and "
+                f"{self.future_skew_seconds} seconds after the server's clock (policy [time])",
+                field="at",
+            )
+        return when
 
     def validate(self, kind: str, request: object, *, today: date | None = None) -> Record:
         """Turn a raw request into its typed record, or refuse it.
@@ -395,6 +429,9 @@ class Policy:
             f"- Till documents are kept **{self.documents_days} days**, then compacted into one carried "
             "points entry per card.",
             f"- Dated category history is kept **{self.history_days} days**, then folded into undated totals.",
+            "- Time is the server's clock. An explicit time (offline replays, imports) is accepted only from "
+            f"**{self.replay_days} days** before it to **{self.future_skew_seconds} seconds** after it, and "
+            "never decides a coupon's validity; a purge applies retention as of the server's clock only.",
             "- Cards live until their key version is retired; then they and all they held are purged.",
             "- Every string value is scanned for personal data (" + ", ".join(pii.KINDS) + ") and refused if found.",
             "- Any field not listed below is refused by name before anything is stored.",
@@ -434,6 +471,27 @@ def _row(rule: FieldRule, name: str) -> str:
         f"| {name} | {rule.type} | {'yes' if rule.required else 'no'} | {'; '.join(bounds)} | {rule.purpose} "
         f"| {rule.retention} |"
     )
+
+
+def _time_window(doc: object, policy: Policy) -> tuple[int, int]:
+    """``(replay_days, future_skew_seconds)`` from ``[time]``, within their bounds.
+
+    A replay older than the retention periods would plant rows already due for purging,
+    so the window stays below both.
+    """
+    if not isinstance(doc, Mapping):
+        raise PolicyFileError("policy: [time] must be a table")
+    for key in doc:
+        if key not in ("replay_days", "future_skew_seconds"):
+            raise PolicyFileError(f"policy: time.{key} is not a setting anoncard knows")
+    days = _int(doc, "replay_days", "time", REPLAY_DAYS)
+    skew = _int(doc, "future_skew_seconds", "time", FUTURE_SKEW_SECONDS)
+    limit = min(policy.documents_days, policy.history_days)
+    if days >= limit:
+        raise PolicyFileError(f"policy: time.replay_days must be below the retention periods ({limit} days)")
+    if skew > MAX_FUTURE_SKEW_SECONDS:
+        raise PolicyFileError(f"policy: time.future_skew_seconds must be at most {MAX_FUTURE_SKEW_SECONDS}")
+    return days, skew
 
 
 def _only_declared(mapping: Mapping, allowed: Mapping, kind: str | None, what: str, prefix: str = "") -> None:

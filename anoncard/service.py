@@ -2,17 +2,21 @@
 
 Every public method takes the raw request mapping, passes it through the gate
 (:func:`anoncard.policy.validate`) and only then touches the key ring and the store.
-Time is injected: each call takes ``at=`` (a date or datetime, coarsened to the day)
-and otherwise asks the service's clock, so replays and tests are deterministic.
+Time is the service's: operational time comes from the injected clock (so tests are
+deterministic). An explicit ``at=`` (a date or datetime, coarsened to the day) dates an
+offline replay or an import, only inside the window the policy's ``[time]`` section
+declares around the clock; it never decides a coupon's issue day, expiry or validity,
+and a retention purge takes none.
 
 Points rules (see docs/threat_model.md for the why):
 
 * a checkout is idempotent by its till document number: the same number with the
   same content returns the original receipt and credits nothing; with different
   content it is refused;
-* a refund reverses points in proportion to the points-weighted value returned,
+* a refund reverses what the checkout's own record says its lines earned (points
+  under the programme of that day, coupon bonus points and discounts per category),
   cumulatively, so refunding a whole basket in parts reverses exactly what it
-  earned; a refund is never refused for lack of points - the balance may go
+  earned, whatever the programme says today; a refund is never refused for lack of points - the balance may go
   negative, which blocks redemptions until it is earned back. So buy -> redeem ->
   refund never leaves a card ahead;
 * a redemption costing more than the balance is refused.
@@ -30,12 +34,12 @@ from pathlib import Path
 from . import coupons as coupon_codes
 from . import suggest
 from .cards import CardSecret, generate
-from .errors import CouponError, LedgerError, PolicyFileError, UnknownCard
+from .errors import CouponError, LedgerError, PolicyFileError, PolicyViolation, UnknownCard
 from .keyring import PRIMARY, RETIRED, VERIFY_ONLY, KeyRing
 from .money import format_cents
 from .policy import Policy, default_text
 from .programme import DEFAULT_TOML, Programme
-from .store import Card, Document, Store
+from .store import Card, CouponRow, Document, Store
 
 DB_NAME, KEYRING_NAME, PROGRAMME_NAME, POLICY_NAME = "anoncard.db", "keyring.json", "programme.toml", "policy.toml"
 _STATE_ORDER = {PRIMARY: 0, VERIFY_ONLY: 1, RETIRED: 2}
@@ -209,14 +213,23 @@ class Service:
 
     # -- helpers -------------------------------------------------------------------
 
+    def _today(self) -> date:
+        """The service clock's calendar day: operational time, never a request's."""
+        return self.clock().date()
+
     def _day(self, at: When) -> str:
-        """The stored form of a time: a calendar day, coarsened as the policy says."""
-        when = self.clock() if at is None else at
-        if isinstance(when, datetime):
-            when = when.date()
-        elif not isinstance(when, date):
-            raise TypeError("at must be a date or datetime")
-        return self.policy.coarsen(when).isoformat()
+        """The stored form of a time: a calendar day, coarsened as the policy says.
+
+        ``at`` is an explicit time (a replay or an import); it must lie in the policy's
+        ``[time]`` window around the clock (PolicyViolation naming field 'at' otherwise).
+        """
+        day = self._today() if at is None else self.policy.explicit_time(at, self.clock()).date()
+        return self.policy.coarsen(day).isoformat()
+
+    @staticmethod
+    def _no_explicit_time(at: When, why: str) -> None:
+        if at is not None:
+            raise PolicyViolation(f"field 'at': {why}; an explicit time is not accepted here", field="at")
 
     def _validate(self, kind: str, request: Mapping):
         return self.policy.validate(kind, request, today=self.clock().date())
@@ -327,36 +340,47 @@ class Service:
     def checkout(self, request: Mapping, *, at: When = None) -> Receipt:
         """Credit a basket to a card, redeeming its coupons; returns the receipt.
 
+        ``at`` dates an offline replay (within the policy's ``[time]`` window); a checkout
+        that redeems coupons takes none: coupons are checked against the service's clock.
+
         Raises:
-            PolicyViolation, CardError: the gate refused the request.
+            PolicyViolation, CardError: the gate refused the request, or ``at`` is outside
+                the window (or given with coupons).
             UnknownCard: no card matches under any live key.
             CouponError: a coupon is forged, expired, used, for another card, or its
                 category is not in the basket (the whole checkout is refused).
             LedgerError: the document number was used with other content.
         """
         rec = self._validate("checkout", request)
+        if rec.coupons:
+            self._no_explicit_time(at, "a checkout that redeems coupons is dated by the server's clock")
         day = self._day(at)
         lines = sorted((ln.category, ln.cents) for ln in rec.lines)
         spend = sum(c for _, c in lines)
-        points = self.programme.points_for(lines)
         gift = self.programme.gift_for(spend)
         per_category: dict[str, int] = {}
         for cat, cents in lines:
             per_category[cat] = per_category.get(cat, 0) + cents
-        offers = [self._check_coupon(code, rec.card, day, per_category) for code in rec.coupons]
+        today = self._today()
+        offers = [self._check_coupon(code, rec.card, today, per_category) for code in rec.coupons]
         discount = bonus = 0
         applied = []
+        benefits: dict[str, tuple[int, int]] = {}
         for c in offers:
             off, extra = coupon_codes.benefit(c, per_category[c.category])
             discount, bonus = discount + off, bonus + extra
+            was = benefits.get(c.category, (0, 0))
+            benefits[c.category] = (was[0] + extra, was[1] + off)
             applied.append(_coupon_line(c.category, c.kind, c.value, off, extra))
-        points += bonus
+        record = earned_lines(self.programme, lines, benefits)
+        points = self.programme.points_for(lines) + bonus
+        digests = [self.ring.coupon_digest(c.id) for c in offers]
         ref = self.ring.reference("checkout", rec.txn)
         with self.store.transaction():
             card, relinked = self._resolve(rec.card)
             content = self._content("checkout", card.id, lines, sorted(c.id.hex() for c in offers))
-            for c in offers:
-                row = self.store.find_coupon(c.id)
+            for digest in digests:
+                row = self.store.find_coupon(digest)
                 if row is None:
                     raise CouponError("field 'coupons': this coupon was not issued by this store", field="coupons")
                 if row[0] != card.id:
@@ -368,7 +392,7 @@ class Service:
                 card_id=card.id,
                 day=day,
                 content=content,
-                lines=json.dumps(lines, separators=(",", ":")),
+                lines=json.dumps(record, separators=(",", ":")),
                 spend_cents=spend,
                 discount_cents=discount,
                 points=points,
@@ -387,8 +411,8 @@ class Service:
                     "checkout", rec.txn, doc, replayed=True, relinked=relinked, gift=doc.item,
                     discount=format_cents(doc.discount_cents) if used else None, coupons=tuple(used),
                 )  # fmt: skip
-            for c in offers:
-                if not self.store.redeem_coupon(c.id, txn_id):
+            for c, digest in zip(offers, digests, strict=True):
+                if not self.store.redeem_coupon(digest, txn_id):
                     raise CouponError(f"field 'coupons': the {c.category} coupon was already used", field="coupons")
             self.store.add_history(card.id, day, per_category, basket=True)
         return Receipt(
@@ -403,12 +427,13 @@ class Service:
             relinked=relinked,
         )
 
-    def _check_coupon(self, code: str, secret: CardSecret, day: str, per_category: dict[str, int]):
-        """Verify a coupon offline (signature, expiry, card binding, basket); no storage touched."""
+    def _check_coupon(self, code: str, secret: CardSecret, today: date, per_category: dict[str, int]):
+        """Verify a coupon offline (signature, expiry by the service's clock, card binding,
+        basket); no storage touched."""
         import hmac
 
         coupon = coupon_codes.verify(code, self.ring.coupon_public_key())
-        if coupon.expires.isoformat() < day:
+        if coupon.expires < today:
             raise CouponError(
                 f"field 'coupons': the {coupon.category} coupon expired on {coupon.expires}", field="coupons"
             )
@@ -426,10 +451,15 @@ class Service:
             )
 
     def refund(self, request: Mapping, *, at: When = None) -> Receipt:
-        """Return all or some lines of a checkout and reverse their points.
+        """Return all or some lines of a checkout and reverse what they earned.
+
+        The reversal is read from the checkout's own record (points per line under the
+        programme of that day, coupon bonus and discount per category), never from today's
+        programme; checkouts recorded before lines carried their points are reversed in
+        proportion to the points-weighted value returned, as then.
 
         Raises:
-            PolicyViolation: the gate refused the request.
+            PolicyViolation: the gate refused the request, or ``at`` is outside the window.
             LedgerError: unknown checkout, nothing left to refund, a line beyond what
                 remains of the original, or a refund id reused with other content.
         """
@@ -441,7 +471,8 @@ class Service:
             orig = self.store.find_document(self.ring.reference("checkout", rec.txn))
             if orig is None:
                 raise LedgerError("field 'txn': no checkout with this transaction id", field="txn")
-            orig_lines = [(c, a) for c, a in json.loads(orig.lines)]
+            orig_rows = json.loads(orig.lines)
+            orig_lines = [(r[0], r[1]) for r in orig_rows]
             prior = self.store.children(orig.id)
             remaining: dict[str, int] = {}
             for cat, cents in orig_lines:
@@ -458,14 +489,16 @@ class Service:
             if doc is not None:
                 self._same_content(doc, content, "refund_id" if rec.refund_id else "txn")
                 return self._receipt(
-                    "refund", rec.txn, doc, replayed=True, refund_id=rec.refund_id, gift_to_return=doc.item
-                )
+                    "refund", rec.txn, doc, replayed=True, refund_id=rec.refund_id, gift_to_return=doc.item,
+                    discount=format_cents(doc.discount_cents) if doc.discount_cents else None,
+                )  # fmt: skip
             if not returned:
                 raise LedgerError("field 'txn': this checkout is already fully refunded", field="txn")
             per_category: dict[str, int] = {}
             for cat, cents in returned:
                 per_category[cat] = per_category.get(cat, 0) + cents
             kept_before = sum(remaining.values())
+            left_before = dict(remaining)
             for cat, cents in per_category.items():
                 left = remaining.get(cat, 0)
                 if cents > left:
@@ -475,7 +508,10 @@ class Service:
                         field="lines",
                     )
                 remaining[cat] = left - cents
-            reversal = self._reversal(orig, orig_lines, remaining, prior)
+            if all(len(r) == len(_RECORD_FIELDS) for r in orig_rows):
+                reversal, discount_back = reverse_recorded(orig_rows, orig.points, left_before, remaining)
+            else:  # recorded before lines carried their points
+                reversal, discount_back = self._reversal(orig, orig_lines, remaining, prior), 0
             refunded = sum(per_category.values())
             balance = self.store.balance(orig.card_id) - reversal
             gift_back = self._gift_to_return(orig.item, kept_before, sum(remaining.values()))
@@ -488,6 +524,7 @@ class Service:
                 content=content,
                 lines=json.dumps(returned, separators=(",", ":")),
                 spend_cents=-refunded,
+                discount_cents=-discount_back,
                 points=-reversal,
                 balance_after=balance,
                 item=gift_back,
@@ -501,6 +538,7 @@ class Service:
             format_cents(-refunded),
             refund_id=rec.refund_id,
             gift_to_return=gift_back,
+            discount=format_cents(-discount_back) if discount_back else None,
         )
 
     def _gift_to_return(self, handed_over: str | None, kept_before: int, kept_after: int) -> str | None:
@@ -513,7 +551,9 @@ class Service:
     def _reversal(
         self, orig: Document, orig_lines: list[tuple[str, int]], remaining: dict[str, int], prior: list[Document]
     ) -> int:
-        """Points this refund reverses: what the original earned, scaled by what is returned so far."""
+        """Points this refund reverses from a checkout recorded without per-line points: what
+        the original earned, scaled by the points-weighted value returned so far (today's
+        programme weighs it)."""
         total = sum(self.programme.weight(c, a) for c, a in orig_lines)
         left = sum(self.programme.weight(c, a) for c, a in remaining.items())
         keep = orig.points * left // total if total else 0
@@ -569,6 +609,8 @@ class Service:
             UnknownCard: no card matches.
         """
         rec = self._validate("balance", request)
+        if at is not None:
+            self._day(at)
         with self.store.transaction():
             card, relinked = self._resolve(rec.card)
             points = card.balance
@@ -599,28 +641,35 @@ class Service:
     def enter(self, request: Mapping, *, at: When = None) -> Entrance:
         """The entrance column: a few coupons that fit this card, within caps and fatigue rules.
 
-        Returns the coupons the card still holds (reprinted) and the new ones.
+        Returns the coupons the card still holds (reprinted) and the new ones. Coupons are
+        issued by the service's clock only (``at`` is refused): the printed, signed expiry
+        is the real last valid day, whatever the policy's time resolution; the stored days
+        are coarsened. Under week or month resolution the stored expiry cannot tell the
+        real one, so a held coupon is not reprinted (it still counts against the caps).
 
         Raises:
-            PolicyViolation, CardError: the gate refused the request.
+            PolicyViolation, CardError: the gate refused the request, or ``at`` was given.
             UnknownCard: no card matches.
         """
         rec = self._validate("enter", request)
-        today_s = self._day(at)
+        self._no_explicit_time(at, "the entrance issues coupons by the server's clock")
+        real_today = self._today()
+        today_s = self.policy.coarsen(real_today).isoformat()
         today = date.fromisoformat(today_s)
         rules = self.programme.coupons
         stats = self.category_stats()
         window = (today - timedelta(days=max(rules.rest_days, 7, rules.discovery_weeks * 7))).isoformat()
+        expires = real_today + timedelta(days=max(rules.valid_days, 1) - 1)
         with self.store.transaction():
             card, relinked = self._resolve(rec.card)
             recent = self.store.card_coupons(card.id, window)
-            held = [c for c in recent if c[6] is None and c[5] >= today_s]
-            finished = [c for c in recent if c[6] is not None or c[5] < today_s]
+            held = [c for c in recent if c.redeemed_txn is None and c.expires_day >= today_s]
+            finished = [c for c in recent if c.redeemed_txn is not None or c.expires_day < today_s]
             week_ago = (today - timedelta(days=7)).isoformat()
-            issued_week = sum(1 for c in recent if c[4] > week_ago)
+            issued_week = sum(1 for c in recent if c.issued_day > week_ago)
             cap = min(rules.per_visit - len(held), rules.per_week - issued_week)
             last = finished[-rules.quiet_after :] if rules.quiet_after else []
-            if rules.quiet_after and len(last) == rules.quiet_after and all(c[6] is None for c in last):
+            if rules.quiet_after and len(last) == rules.quiet_after and all(c.redeemed_txn is None for c in last):
                 cap = min(cap, 1 - len(held))  # a card that ignores everything gets one at a time
             picks = []
             if cap > 0:
@@ -633,47 +682,47 @@ class Service:
                     today=today,
                     stats=stats,
                     k=cap,
-                    exclude={c[1] for c in held} | _resting(finished, today, rules.rest_after, rules.rest_days),
+                    exclude={c.category for c in held} | _resting(finished, today, rules.rest_after, rules.rest_days),
                     department=self.programme.department,
                     discovery_weeks=rules.discovery_weeks,
                     allowed=None
                     if self.programme.offer_for("*")
                     else (lambda c: self.programme.offer_for(c) is not None),
                 )
-            expires = today + timedelta(days=max(rules.valid_days, 1) - 1)
+            printed = []
+            if self.policy.time_resolution == "day":
+                for c in held:
+                    if c.sealed is not None:
+                        cid = self.ring.unseal_coupon_id(c.sealed, c.digest)
+                        day = date.fromisoformat(c.expires_day)
+                        printed.append(self._print_coupon(rec.card, cid, c.category, c.kind, c.value, day, False))
             new = []
             for pick in picks:
                 offer = self.programme.offer_for(pick.category)
-                new.append(
-                    (
-                        coupon_codes.new_id(),
-                        card.id,
-                        pick.category,
-                        offer.kind,
-                        offer.value,
-                        today_s,
-                        expires.isoformat(),
-                    )
-                )
+                cid = coupon_codes.new_id()
+                digest = self.ring.coupon_digest(cid)
+                stored_expiry = self.policy.coarsen(expires).isoformat()
+                sealed = self.ring.seal_coupon_id(cid, digest)
+                new.append((digest, card.id, pick.category, offer.kind, offer.value, today_s, stored_expiry, sealed))
+                # signed before the rows are written: a coupon that cannot be printed is never recorded
+                printed.append(self._print_coupon(rec.card, cid, pick.category, offer.kind, offer.value, expires, True))
             self.store.add_coupons(new)
-        printed = [self._print_coupon(rec.card, c[0], c[1], c[2], c[3], c[5], False) for c in held]
-        printed += [self._print_coupon(rec.card, c[0], c[2], c[3], c[4], c[6], True) for c in new]
         return Entrance(printed, relinked)
 
     def _print_coupon(
-        self, secret: CardSecret, cid: bytes, category: str, kind: str, value: int, expires: str, new: bool
+        self, secret: CardSecret, cid: bytes, category: str, kind: str, value: int, expires: date, new: bool
     ) -> IssuedCoupon:
         coupon = coupon_codes.Coupon(
             cid,
             self.ring.coupon_key_id,
-            date.fromisoformat(expires),
+            expires,
             kind,
             value,
             self.ring.binding(secret, cid),
             category,
         )
         code = coupon_codes.encode(coupon, self.ring.coupon_private_key())
-        return IssuedCoupon(code, category, kind, value, expires, coupon.describe(), new)
+        return IssuedCoupon(code, category, kind, value, expires.isoformat(), coupon.describe(), new)
 
     # -- keys --------------------------------------------------------------------------
 
@@ -763,12 +812,14 @@ class Service:
         self.policy = new
         return {"old": old, "new": new.fingerprint}
 
-    def purge(self, *, at: When = None) -> dict:
-        """Apply the policy's retention: compact old documents, fold old history.
+    def purge(self) -> dict:
+        """Apply the policy's retention as of the service's clock: compact old documents, fold
+        old history. It takes no explicit time: one in the future would destroy data before
+        its retention ends, one in the past would keep it beyond.
 
         Balances never change: the transaction is rolled back if one would.
         """
-        today = date.fromisoformat(self._day(at))
+        today = date.fromisoformat(self._day(None))
         doc_cutoff = (today - timedelta(days=self.policy.documents_days)).isoformat()
         hist_cutoff = (today - timedelta(days=self.policy.history_days)).isoformat()
         with self.store.transaction():
@@ -793,19 +844,87 @@ def _coupon_line(category: str, kind: str, value: int, discount: int, bonus: int
     }
 
 
+# A checkout's record, one row per line: its category and cents, the category's points
+# multiplier (hundredths) of that day's programme, and the coupon bonus points and discount
+# cents that fell to the line. With the document's points it says what each line earned.
+_RECORD_FIELDS = ("category", "cents", "multiplier", "bonus_points", "discount_cents")
+
+
+def _shares(total: int, weights: list[int]) -> list[int]:
+    """``total`` split in proportion to ``weights`` by cumulative floors: the shares add up to
+    ``total`` exactly."""
+    whole = sum(weights)
+    out, done, acc = [], 0, 0
+    for w in weights:
+        acc += w
+        upto = total * acc // whole if whole else 0
+        out.append(upto - done)
+        done = upto
+    return out
+
+
+def earned_lines(
+    programme: Programme, lines: list[tuple[str, int]], benefits: Mapping[str, tuple[int, int]]
+) -> list[list]:
+    """The record of a basket of ``(category, cents)`` lines (see ``_RECORD_FIELDS``); a
+    category's coupon ``benefits[category] = (bonus points, discount cents)`` are shared by
+    its lines in proportion to their cents."""
+    rows = [[c, a, programme.multipliers.get(c, 100), 0, 0] for c, a in lines]
+    for category, (bonus, discount) in benefits.items():
+        mine = [r for r in rows if r[0] == category]
+        cents = [r[1] for r in mine]
+        for r, b, d in zip(mine, _shares(bonus, cents), _shares(discount, cents), strict=True):
+            r[3], r[4] = b, d
+    return rows
+
+
+def _kept(rows: list[list], base: int, left: Mapping[str, int]) -> tuple[int, int]:
+    """``(points, discount cents)`` a checkout still stands for while ``left`` cents per
+    category are kept: its base points in proportion to the points-weighted value kept (the
+    multipliers of its day), so never more than the kept goods alone would have earned; the
+    bonus and discount of a category in proportion to its cents kept."""
+    cents: dict[str, int] = {}
+    weight: dict[str, int] = {}
+    bonus: dict[str, int] = {}
+    discount: dict[str, int] = {}
+    for category, c, multiplier, b, d in rows:
+        cents[category] = cents.get(category, 0) + c
+        weight[category] = multiplier  # one multiplier per category and day
+        bonus[category] = bonus.get(category, 0) + b
+        discount[category] = discount.get(category, 0) + d
+    total = sum(weight[k] * cents[k] for k in cents)
+    kept_weight = sum(weight[k] * left.get(k, cents[k]) for k in cents)
+    points = base * kept_weight // total if total else 0
+    points += sum(bonus[k] * left.get(k, cents[k]) // cents[k] for k in cents if cents[k])
+    off = sum(discount[k] * left.get(k, cents[k]) // cents[k] for k in cents if cents[k])
+    return points, off
+
+
+def reverse_recorded(
+    rows: list[list], points: int, left_before: Mapping[str, int], left_after: Mapping[str, int]
+) -> tuple[int, int]:
+    """``(points, discount cents)`` a refund reverses, read from the checkout's record and its
+    ``points``: the difference of what the kept goods stand for before and after it. So
+    refunding everything, in any number of parts, reverses exactly what the checkout earned,
+    whatever the programme says today."""
+    base = points - sum(r[3] for r in rows)
+    before, after = _kept(rows, base, left_before), _kept(rows, base, left_after)
+    return before[0] - after[0], before[1] - after[1]
+
+
 def _category_cents(doc: Document, category: str) -> int:
-    return sum(a for c, a in json.loads(doc.lines) if c == category)
+    return sum(row[1] for row in json.loads(doc.lines) if row[0] == category)
 
 
-def _resting(finished: list[tuple], today: date, rest_after: int, rest_days: int) -> set[str]:
+def _resting(finished: list[CouponRow], today: date, rest_after: int, rest_days: int) -> set[str]:
     """Categories whose last ``rest_after`` finished coupons were all ignored, within ``rest_days``."""
-    by_category: dict[str, list[tuple]] = {}
+    by_category: dict[str, list[CouponRow]] = {}
     for c in finished:
-        by_category.setdefault(c[1], []).append(c)
+        by_category.setdefault(c.category, []).append(c)
     resting = set()
     for category, rows in by_category.items():
         last = rows[-rest_after:]
-        ignored = rest_after > 0 and len(last) == rest_after and all(r[6] is None for r in last)
-        if ignored and (today - date.fromisoformat(last[-1][5])).days < rest_days:
+        ignored = rest_after > 0 and len(last) == rest_after and all(r.redeemed_txn is None for r in last)
+        if ignored and (today - date.fromisoformat(last[-1].expires_day)).days < rest_days:
             resting.add(category)
     return resting

@@ -212,9 +212,36 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_5(conn: sqlite3.Connection) -> None:
+    """Coupons are stored under a keyed digest of the id printed on the slip, never the id.
+
+    Rows of older databases are keyed by the printed id itself, and the database holds no
+    key to re-key them, so they are dropped: a coupon is valid for a day or so, and the
+    rows serve only single use and the entrance's fatigue rules. What a customer loses
+    is today's unused coupons (refused as not issued here) and the memory of ignored
+    categories (up to ``rest_days`` of extra offers). The id sealed under a key of the
+    ring lets the entrance reprint a held coupon.
+    """
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(coupons)")]
+    if "sealed" not in columns:
+        conn.execute("DELETE FROM coupons")
+        conn.execute("ALTER TABLE coupons ADD COLUMN sealed BLOB")
+    conn.executescript(
+        """
+        DROP TRIGGER IF EXISTS coupons_single_use;
+        CREATE TRIGGER coupons_single_use BEFORE UPDATE ON coupons
+        WHEN OLD.redeemed_txn IS NOT NULL OR NEW.redeemed_txn IS NULL OR NEW.id IS NOT OLD.id
+          OR NEW.card_id IS NOT OLD.card_id OR NEW.category IS NOT OLD.category OR NEW.kind IS NOT OLD.kind
+          OR NEW.value IS NOT OLD.value OR NEW.expires_day IS NOT OLD.expires_day
+          OR NEW.issued_day IS NOT OLD.issued_day OR NEW.sealed IS NOT OLD.sealed
+        BEGIN SELECT RAISE(ABORT, 'a coupon is redeemed once and never changed'); END;
+        """
+    )
+
+
 # Numbered migrations, applied in ascending order above the database's user_version;
 # the schema version is the highest number.
-_MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+_MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 5: _migrate_5}
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
@@ -250,6 +277,21 @@ class Document:
     item: str | None
     balance_after: int
     points: int
+
+
+@dataclass(frozen=True, slots=True)
+class CouponRow:
+    """A stored coupon. ``digest`` is the keyed digest of the printed id; ``sealed`` the id
+    masked under a key of the ring (for a reprint)."""
+
+    digest: bytes
+    category: str
+    kind: str
+    value: int
+    issued_day: str
+    expires_day: str
+    redeemed_txn: int | None
+    sealed: bytes | None
 
 
 _DOC_COLUMNS = (
@@ -539,7 +581,12 @@ class Store:
         Needs :meth:`maintenance`. Balances do not change: each card's entries (old carried
         entries included) become one entry with their sum.
         """
-        coupons = self.conn.execute("DELETE FROM coupons WHERE issued_day < ?", (cutoff,)).rowcount
+        # a coupon goes with the document that used it (a replayed checkout may be dated
+        # before the coupon's issue day), else the document's deletion would break the key
+        coupons = self.conn.execute(
+            "DELETE FROM coupons WHERE issued_day < ? OR redeemed_txn IN (SELECT id FROM txns WHERE day < ?)",
+            (cutoff, cutoff),
+        ).rowcount
         old_docs = "SELECT id FROM txns WHERE day < ?"
         carried = self.conn.execute(
             "SELECT card_id, sum(points) FROM ledger"
@@ -642,33 +689,35 @@ class Store:
         affinity = self.conn.execute("SELECT category, baskets FROM affinity WHERE card_id = ?", (card_id,)).fetchall()
         return history, affinity, visits
 
-    def card_coupons(self, card_id: int, since: str) -> list[tuple]:
-        """``(id, category, kind, value, issued_day, expires_day, redeemed_txn)`` issued since a day."""
-        return self.conn.execute(
-            "SELECT id, category, kind, value, issued_day, expires_day, redeemed_txn FROM coupons"
+    def card_coupons(self, card_id: int, since: str) -> list[CouponRow]:
+        """A card's coupons issued since a day, oldest first."""
+        rows = self.conn.execute(
+            "SELECT id, category, kind, value, issued_day, expires_day, redeemed_txn, sealed FROM coupons"
             " WHERE card_id = ? AND issued_day >= ? ORDER BY issued_day, rowid",
             (card_id, since),
-        ).fetchall()
+        )
+        return [CouponRow(*r) for r in rows]
 
     def add_coupons(self, rows: list[tuple]) -> None:
-        """Rows of ``(id, card_id, category, kind, value, issued_day, expires_day)``."""
+        """Rows of ``(digest, card_id, category, kind, value, issued_day, expires_day, sealed)``."""
         self.conn.executemany(
-            "INSERT INTO coupons (id, card_id, category, kind, value, issued_day, expires_day)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO coupons (id, card_id, category, kind, value, issued_day, expires_day, sealed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
-    def find_coupon(self, coupon_id: bytes) -> tuple | None:
-        """``(card_id, category, kind, value, expires_day, redeemed_txn)`` of a recorded coupon."""
+    def find_coupon(self, digest: bytes) -> tuple | None:
+        """``(card_id, category, kind, value, expires_day, redeemed_txn)`` of a recorded coupon,
+        by the keyed digest of its id."""
         return self.conn.execute(
             "SELECT card_id, category, kind, value, expires_day, redeemed_txn FROM coupons WHERE id = ?",
-            (coupon_id,),
+            (digest,),
         ).fetchone()
 
-    def redeem_coupon(self, coupon_id: bytes, txn_id: int) -> bool:
+    def redeem_coupon(self, digest: bytes, txn_id: int) -> bool:
         """Mark a coupon used by a document; False if it was used already (atomic)."""
         cur = self.conn.execute(
-            "UPDATE coupons SET redeemed_txn = ? WHERE id = ? AND redeemed_txn IS NULL", (txn_id, coupon_id)
+            "UPDATE coupons SET redeemed_txn = ? WHERE id = ? AND redeemed_txn IS NULL", (txn_id, digest)
         )
         return cur.rowcount == 1
 

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from anoncard import Service, init_home  # noqa: E402
-from benchmarks.common import write_json  # noqa: E402
+from benchmarks.common import on, write_json  # noqa: E402
 
 CATEGORIES = ["dairy", "bakery", "fruit", "vegetables", "meat", "coffee", "beverages", "frozen", "snacks", "household"]
 
@@ -48,7 +48,7 @@ def run_library(home: Path, requests: list[dict], synchronous: str) -> float:
         day = date(2015, 3, 2)
         t0 = time.perf_counter()
         for r in requests:
-            svc.checkout(r, at=day)
+            on(svc, day).checkout(r)
         return len(requests) / (time.perf_counter() - t0)
 
 

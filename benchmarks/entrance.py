@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import write_json  # noqa: E402
+from benchmarks.common import on, write_json  # noqa: E402
 from benchmarks.completejourney import load, open_home, request  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
         home = Path(tmp) / "home"
         svc, cards = open_home(home, departments, households)
         for b in baskets:
-            svc.checkout(request(cards[b.household], b), at=b.at)
+            on(svc, b.at).checkout(request(cards[b.household], b))
         svc.refresh_stats()
         day = baskets[-1].at + timedelta(days=1)
         codes = list(cards.values())
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
         for i in range(args.n):
             code = rng.choice(codes)
             t = time.perf_counter()
-            svc.enter({"card": code}, at=day + timedelta(days=7 * (i // len(codes))))
+            on(svc, day + timedelta(days=7 * (i // len(codes)))).enter({"card": code})
             lat.append(time.perf_counter() - t)
         svc.close()
     lat.sort()

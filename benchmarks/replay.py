@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from anoncard import Service, init_home  # noqa: E402
-from benchmarks.common import write_json  # noqa: E402
+from benchmarks.common import on, write_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -49,13 +49,12 @@ def main(argv: list[str] | None = None) -> dict:
         with data.open(encoding="utf-8") as fh:
             for raw in fh:
                 household, basket, at, items = json.loads(raw)
-                svc.checkout(
+                on(svc, datetime.fromisoformat(at)).checkout(
                     {
                         "card": codes[household],
                         "txn": f"cj-{basket}",
                         "lines": [{"category": c, "amount": f"{a // 100}.{a % 100:02d}"} for c, a in items],
                     },
-                    at=datetime.fromisoformat(at),
                 )
                 baskets += 1
                 lines += len(items)

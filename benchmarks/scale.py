@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from anoncard import Service, init_home  # noqa: E402
 from anoncard.cards import generate  # noqa: E402
-from benchmarks.common import write_json  # noqa: E402
+from benchmarks.common import on, write_json  # noqa: E402
 
 CATEGORIES = [f"category {i:02d}" for i in range(40)]
 WEIGHTS = [1 / (i + 1) for i in range(40)]
@@ -68,7 +68,7 @@ def measure(svc: Service, codes: list[str], ops: int, rng: random.Random, tag: s
     for i in range(ops):
         code = rng.choice(codes)
         t = time.perf_counter()
-        svc.enter({"card": code}, at=TODAY)
+        on(svc, TODAY).enter({"card": code})
         enter.append(time.perf_counter() - t)
         request = {
             "card": code,
@@ -77,7 +77,7 @@ def measure(svc: Service, codes: list[str], ops: int, rng: random.Random, tag: s
                       for c in rng.sample(CATEGORIES, 5)],
         }  # fmt: skip
         t = time.perf_counter()
-        svc.checkout(request, at=TODAY)
+        on(svc, TODAY).checkout(request)
         checkout.append(time.perf_counter() - t)
 
     def pct(xs: list[float]) -> dict:

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from anoncard import Service  # noqa: E402
 from anoncard.suggest import suggest  # noqa: E402
-from benchmarks.common import write_json  # noqa: E402
+from benchmarks.common import on, write_json  # noqa: E402
 from benchmarks.completejourney import load, open_home, programme_text, request  # noqa: E402
 
 SPLIT_WEEK = 40
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
             svc, cards = open_home(home, departments, households)
             train = [b for b in baskets if b.week <= SPLIT_WEEK]
             for i, b in enumerate(train):
-                svc.checkout(request(cards[b.household], b), at=b.at)
+                on(svc, b.at).checkout(request(cards[b.household], b))
                 if i % 20000 == 0:
                     print(f"  replay {i}/{len(train)}", file=sys.stderr)
             svc.refresh_stats()
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
                 top_personal += [c for c in top_pop if c not in top_personal][: K - len(top_personal)]
 
             t = time.perf_counter()
-            entrance = svc.enter({"card": code}, at=b.at)
+            entrance = on(svc, b.at).enter({"card": code})
             latencies.append(time.perf_counter() - t)
             suggested = [c.category for c in entrance.coupons]
             engine.add(suggested, basket, recent)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
             use = [c.code for c in entrance.coupons if c.category in basket]
             kinds.update(c.kind for c in entrance.coupons if c.category in basket)
             redeemed += len(use)
-            svc.checkout(request(code, b, use), at=b.at)
+            on(svc, b.at).checkout(request(code, b, use))
             if i % 5000 == 0:
                 print(f"  visits {i}/{len(test)}: hit@3 so far {engine.row()['hit@3']}", file=sys.stderr)
         svc.close()

@@ -599,9 +599,8 @@ def policy_apply(obj, as_json, new_policy):
 
 
 @command(main, "purge")
-@click.option("--at", help="Day to apply retention as of (ISO date); default today.")
-def purge(obj, as_json, at):
-    """Apply the policy's retention: compact old documents, fold old history.
+def purge(obj, as_json):
+    """Apply the policy's retention as of the server's clock: compact old documents, fold old history.
 
     Balances never change. The purge is recorded in the event log.
 
@@ -609,9 +608,8 @@ def purge(obj, as_json, at):
     Example:
       anoncard purge
     """
-    when = _at(at)
     with _open(obj) as svc:
-        counts = svc.purge(at=when)
+        counts = svc.purge()
     _print(as_json, counts, "\n".join(f"{k}: {v}" for k, v in counts.items()))
 
 

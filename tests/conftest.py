@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, time
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,18 @@ DAY = date(2015, 3, 2)
 
 def fixed_clock() -> datetime:
     return datetime(2015, 3, 2, 10, 30)
+
+
+def clock_at(day: date | datetime):
+    """A fixed clock showing ``day`` (10:30 when only a day is given)."""
+    now = day if isinstance(day, datetime) else datetime.combine(day, time(10, 30))
+    return lambda: now
+
+
+def on(svc: Service, day: date | datetime) -> Service:
+    """Move the service's clock to ``day``: operational time, as a store day passes."""
+    svc.clock = clock_at(day)
+    return svc
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import sys
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,9 +34,9 @@ def request(codes: list[str], seed: int, i: int) -> dict:
 def main() -> None:
     home, codes_file, n, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     codes = Path(codes_file).read_text().split()
-    with Service.open(home) as svc:
+    with Service.open(home, clock=lambda: datetime.combine(DAY, time(10, 30))) as svc:
         for i in range(n):
-            svc.checkout(request(codes, seed, i), at=DAY)
+            svc.checkout(request(codes, seed, i))
             print(f"s-{i}", flush=True)
 
 

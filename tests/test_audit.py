@@ -12,7 +12,7 @@ import pytest
 
 from anoncard import Service, audit, demo, init_home
 from anoncard.keyring import KeyRing
-from tests.conftest import fixed_clock
+from tests.conftest import clock_at, fixed_clock
 
 TODAY = fixed_clock().date()
 
@@ -127,8 +127,8 @@ def test_retention_fails_when_time_passes_and_passes_after_purge(copy):
     later = TODAY.replace(year=TODAY.year + 2)
     problems = failed(audit.run(copy, today=later))
     assert list(problems) == ["e"]
-    with Service.open(copy, clock=fixed_clock) as svc:
-        svc.purge(at=later)
+    with Service.open(copy, clock=clock_at(later)) as svc:
+        svc.purge()
     assert audit.run(copy, today=later).passed
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from anoncard import KeyRing, Programme, Service, Store, cards
 from anoncard import coupons as cc
 from anoncard.errors import CouponError
-from tests.conftest import basket, fixed_clock
+from tests.conftest import basket, clock_at, fixed_clock, on
 
 DAY = date(2015, 3, 2)
 LINES = basket(("dairy", "3.00"), ("coffee", "6.50"), ("fruit", "2.00"), ("bakery", "1.50"))
@@ -25,8 +25,8 @@ def memory_service() -> Service:
 
 def regular(svc: Service, code: str, visits: int = 4) -> None:
     for i in range(visits):
-        svc.checkout({"card": code, "txn": f"{code[-6:]}-h{i}", "lines": LINES}, at=DAY - timedelta(days=10 - i))
-    svc.refresh_stats()
+        on(svc, DAY - timedelta(days=10 - i)).checkout({"card": code, "txn": f"{code[-6:]}-h{i}", "lines": LINES})
+    on(svc, DAY).refresh_stats()
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def shop():
 
 
 def coupon_for(svc, code, category=None):
-    coupons = svc.enter({"card": code}, at=DAY).coupons
+    coupons = svc.enter({"card": code}).coupons
     assert coupons
     if category is None:
         return coupons[0]
@@ -95,13 +95,13 @@ def test_junk_is_refused(junk):
 def test_redeem_once_then_replayed_coupon_is_refused(shop):
     svc, a, _b = shop
     coupon = coupon_for(svc, a)
-    r = svc.checkout({"card": a, "txn": "c1", "lines": LINES, "coupons": [coupon.code]}, at=DAY)
+    r = svc.checkout({"card": a, "txn": "c1", "lines": LINES, "coupons": [coupon.code]})
     assert r.coupons[0]["category"] == coupon.category
-    again = svc.checkout({"card": a, "txn": "c1", "lines": LINES, "coupons": [coupon.code]}, at=DAY)
+    again = svc.checkout({"card": a, "txn": "c1", "lines": LINES, "coupons": [coupon.code]})
     assert again.replayed and again.coupons == r.coupons and again.balance == r.balance
     before = list(svc.store.conn.iterdump())
     with pytest.raises(CouponError, match="already used"):
-        svc.checkout({"card": a, "txn": "c2", "lines": LINES, "coupons": [coupon.code]}, at=DAY)
+        svc.checkout({"card": a, "txn": "c2", "lines": LINES, "coupons": [coupon.code]})
     assert list(svc.store.conn.iterdump()) == before
 
 
@@ -109,27 +109,27 @@ def test_another_cards_coupon_is_refused(shop):
     svc, a, b = shop
     coupon = coupon_for(svc, a)
     with pytest.raises(CouponError, match="another card"):
-        svc.checkout({"card": b, "txn": "c1", "lines": LINES, "coupons": [coupon.code]}, at=DAY)
+        svc.checkout({"card": b, "txn": "c1", "lines": LINES, "coupons": [coupon.code]})
 
 
 def test_expired_coupon_is_refused(shop):
     svc, a, _b = shop
     coupon = coupon_for(svc, a)
     with pytest.raises(CouponError, match="expired"):
-        svc.checkout({"card": a, "txn": "c1", "lines": LINES, "coupons": [coupon.code]}, at=DAY + timedelta(days=1))
+        on(svc, DAY + timedelta(days=1)).checkout({"card": a, "txn": "c1", "lines": LINES, "coupons": [coupon.code]})
 
 
 def test_coupon_needs_its_category_in_the_basket(shop):
     svc, a, _b = shop
     coupon = coupon_for(svc, a)
     with pytest.raises(CouponError, match=f"no {coupon.category}"):
-        svc.checkout({"card": a, "txn": "c1", "lines": basket(("wine", "9.99")), "coupons": [coupon.code]}, at=DAY)
+        svc.checkout({"card": a, "txn": "c1", "lines": basket(("wine", "9.99")), "coupons": [coupon.code]})
 
 
 def test_benefits_on_the_receipt(shop):
     svc, a, _b = shop
-    coupons = svc.enter({"card": a}, at=DAY).coupons
-    r = svc.checkout({"card": a, "txn": "c1", "lines": LINES, "coupons": [c.code for c in coupons]}, at=DAY)
+    coupons = svc.enter({"card": a}).coupons
+    r = svc.checkout({"card": a, "txn": "c1", "lines": LINES, "coupons": [c.code for c in coupons]})
     spend = {ln["category"]: int(ln["amount"].replace(".", "")) for ln in LINES}
     for line, c in zip(r.coupons, coupons, strict=True):
         discount, bonus = cc.benefit(cc.Coupon(b"", 1, DAY, c.kind, c.value, b"", c.category), spend[c.category])
@@ -138,8 +138,8 @@ def test_benefits_on_the_receipt(shop):
 
 def test_enter_reprints_held_coupons_and_never_duplicates(shop):
     svc, a, _b = shop
-    first = svc.enter({"card": a}, at=DAY).coupons
-    second = svc.enter({"card": a}, at=DAY).coupons
+    first = svc.enter({"card": a}).coupons
+    second = svc.enter({"card": a}).coupons
     assert [c.code for c in second] == [c.code for c in first]
     assert not any(c.new for c in second)
     assert len({c.category for c in first}) == len(first)
@@ -153,7 +153,7 @@ def test_two_processes_redeeming_one_coupon_exactly_one_wins(home):
     rounds = 200 if os.environ.get("ANONCARD_STRESS") == "1" else 100
     results = []
     for i in range(rounds):
-        coupon = svc.enter({"card": codes[0]}, at=DAY + timedelta(days=7 * i)).coupons[0].code
+        coupon = on(svc, DAY + timedelta(days=7 * i)).enter({"card": codes[0]}).coupons[0].code
         out = ctx.Queue()
         procs = [
             ctx.Process(target=_redeem_day, args=(str(home), codes[0], coupon, f"race{i}-{p}", i, out))
@@ -169,9 +169,9 @@ def test_two_processes_redeeming_one_coupon_exactly_one_wins(home):
 
 
 def _redeem_day(home: str, code: str, coupon: str, txn: str, day: int, out) -> None:
-    svc = Service.open(home, clock=fixed_clock)
+    svc = Service.open(home, clock=clock_at(DAY + timedelta(days=7 * day)))
     try:
-        svc.checkout({"card": code, "txn": txn, "lines": LINES, "coupons": [coupon]}, at=DAY + timedelta(days=7 * day))
+        svc.checkout({"card": code, "txn": txn, "lines": LINES, "coupons": [coupon]})
         out.put("ok")
     except CouponError:
         out.put("refused")
@@ -191,12 +191,12 @@ def test_caps_are_never_exceeded(visits):
     issued: list[date] = []
     for i, (gap, redeem) in enumerate(visits):
         day += timedelta(days=gap)
-        coupons = svc.enter({"card": code}, at=day).coupons
+        coupons = on(svc, day).enter({"card": code}).coupons
         assert len(coupons) <= rules.per_visit
         issued += [day] * sum(c.new for c in coupons)
         assert sum(1 for d in issued if (day - d).days < 7) <= rules.per_week
         use = [c.code for c in coupons if c.expires >= day.isoformat()] if redeem else []
-        svc.checkout({"card": code, "txn": f"v{i}", "lines": LINES, "coupons": use}, at=day)
+        svc.checkout({"card": code, "txn": f"v{i}", "lines": LINES, "coupons": use})
 
 
 def test_ignored_coupons_lower_later_issuance():
@@ -208,10 +208,10 @@ def test_ignored_coupons_lower_later_issuance():
     for week in range(8):
         day = DAY + timedelta(days=7 * week)
         for code in (keen, bored):
-            coupons = svc.enter({"card": code}, at=day).coupons
+            coupons = on(svc, day).enter({"card": code}).coupons
             counts[code].append(len(coupons))
             use = [c.code for c in coupons] if code == keen else []
-            svc.checkout({"card": code, "txn": f"{code[-5:]}-w{week}", "lines": LINES, "coupons": use}, at=day)
+            svc.checkout({"card": code, "txn": f"{code[-5:]}-w{week}", "lines": LINES, "coupons": use})
     assert counts[keen][-1] == 3
     assert counts[bored][-1] < counts[bored][0]
     assert sum(counts[bored][4:]) < sum(counts[keen][4:])

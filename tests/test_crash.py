@@ -166,7 +166,7 @@ def test_kill_at_random_moments_then_retry_the_stream(template, tmp_path):
         points, expected = stream_points(codes, run, STREAM, programme)
         with Service.open(home, clock=fixed_clock, synchronous="NORMAL") as svc:
             for i in range(STREAM):
-                r = svc.checkout(request(codes, run, i), at=DAY)
+                r = svc.checkout(request(codes, run, i))
                 assert r.replayed == (i < k), f"run {run}: s-{i} replayed={r.replayed}, {k} were stored"
                 assert r.points == points[i], f"run {run}: s-{i}"
             balances = {c: svc.balance({"card": c}).points for c in codes}

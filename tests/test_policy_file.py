@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from anoncard import PolicyViolation, Service
 from anoncard.errors import PolicyFileError
 from anoncard.policy import Policy, default_text
-from tests.conftest import basket, fixed_clock
+from tests.conftest import basket, clock_at, fixed_clock
 
 TEXT = default_text()
 
@@ -84,12 +86,10 @@ def test_a_policy_edited_by_hand_stops_the_service(home):
 
 
 def test_week_resolution_coarsens_stored_days(home):
-    with Service.open(home, clock=fixed_clock) as svc:
+    with Service.open(home, clock=clock_at(date(2015, 3, 5))) as svc:  # a Thursday
         svc.apply_policy(TEXT.replace('time_resolution = "day"', 'time_resolution = "week"'), home / "policy.toml")
         (card,) = svc.issue_cards({"count": 1})
-        from datetime import date
-
-        svc.checkout({"card": card.code, "txn": "t1", "lines": basket(("dairy", "1.00"))}, at=date(2015, 3, 5))
+        svc.checkout({"card": card.code, "txn": "t1", "lines": basket(("dairy", "1.00"))})
         days = {d for (d,) in svc.store.conn.execute("SELECT day FROM history")}
         assert days == {"2015-03-02"}  # the Monday of that week
 

@@ -20,7 +20,7 @@ from anoncard import Programme, Service
 from anoncard import coupons as coupon_codes
 from anoncard.errors import CouponError, LedgerError
 from anoncard.money import parse_cents
-from tests.conftest import basket, fixed_clock
+from tests.conftest import basket, clock_at, fixed_clock, on
 from tests.test_crash import consistency_problems
 
 STRESS = os.environ.get("ANONCARD_STRESS") == "1"
@@ -273,14 +273,14 @@ LINES = basket(("dairy", "3.00"), ("coffee", "6.50"), ("fruit", "2.00"), ("baker
 
 def present_coupon(home: str, code: str, coupon: str, txn: str, day: date, barrier, out) -> None:
     try:
-        svc = Service.open(home, clock=fixed_clock)
+        svc = Service.open(home, clock=clock_at(day))
     except BaseException as exc:  # noqa: BLE001
         barrier.abort()
         out.put(f"open failed: {exc!r}")
         return
     try:
         barrier.wait(timeout=30)  # both are open: present the coupon at the same moment
-        svc.checkout({"card": code, "txn": txn, "lines": LINES, "coupons": [coupon]}, at=day)
+        svc.checkout({"card": code, "txn": txn, "lines": LINES, "coupons": [coupon]})
         out.put("ok")
     except CouponError as exc:
         out.put("refused" if "already used" in exc.message else f"CouponError: {exc.message}")
@@ -294,14 +294,14 @@ def test_two_processes_presenting_one_coupon_exactly_one_wins(home):
     with Service.open(home, clock=fixed_clock) as svc:
         (code,) = (s.code for s in svc.issue_cards({"count": 1}))
         for i in range(4):
-            svc.checkout({"card": code, "txn": f"h{i}", "lines": LINES}, at=DAY - timedelta(days=10 - i))
+            on(svc, DAY - timedelta(days=10 - i)).checkout({"card": code, "txn": f"h{i}", "lines": LINES})
         svc.refresh_stats()
     wanted = {ln["category"] for ln in LINES}
     outcomes, coupons = [], []
     for trial in range(COUPON_TRIALS):
         day = DAY + timedelta(days=7 * trial)  # a week apart: the weekly cap is never what refuses
-        with Service.open(home, clock=fixed_clock) as svc:  # closed before forking
-            coupon = next(c for c in svc.enter({"card": code}, at=day).coupons if c.category in wanted)
+        with Service.open(home, clock=clock_at(day)) as svc:  # closed before forking
+            coupon = next(c for c in svc.enter({"card": code}).coupons if c.category in wanted)
         coupons.append(coupon.code)
         barrier, out = CTX.Barrier(2), CTX.Queue()
         procs = [
@@ -323,7 +323,7 @@ def test_two_processes_presenting_one_coupon_exactly_one_wins(home):
             docs = [svc.store.find_document(svc.ring.reference("checkout", f"race{trial}-{p}")) for p in range(2)]
             stored = [d for d in docs if d is not None]
             assert len(stored) == 1, trial  # the loser left no document behind
-            row = svc.store.find_coupon(coupon_codes.verify(coupon, key).id)
+            row = svc.store.find_coupon(svc.ring.coupon_digest(coupon_codes.verify(coupon, key).id))
             assert row[5] == stored[0].id, trial  # used by the winner's document
         assert svc.store.counts()["txns"] == 4 + COUPON_TRIALS
     assert consistency_problems(home / "anoncard.db") == []

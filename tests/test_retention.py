@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anoncard import KeyRing, LedgerError, Programme, Service, Store
-from tests.conftest import basket, fixed_clock
+from tests.conftest import basket, fixed_clock, on
 
 START = date(2014, 1, 1)
 
@@ -42,17 +42,17 @@ def test_purge_never_changes_a_balance_or_a_total(visits, purge_offsets):
     codes = [s.code for s in svc.issue_cards({"count": 3})]
     for i, (card, offset, cat, cents, then) in enumerate(sorted(visits, key=lambda v: v[1])):
         day = START + timedelta(days=offset)
-        svc.checkout({"card": codes[card], "txn": f"t{i}", "lines": basket((cat, f"{cents / 100:.2f}"))}, at=day)
+        on(svc, day).checkout({"card": codes[card], "txn": f"t{i}", "lines": basket((cat, f"{cents / 100:.2f}"))})
         if then == "refund":
-            svc.refund({"txn": f"t{i}"}, at=day)
+            svc.refund({"txn": f"t{i}"})
         elif then == "redeem":
             with contextlib.suppress(LedgerError):
-                svc.redeem({"card": codes[card], "txn": f"r{i}", "reward": "coffee"}, at=day)
+                svc.redeem({"card": codes[card], "txn": f"r{i}", "reward": "coffee"})
     balances = {c: svc.balance({"card": c}).points for c in codes}
     totals = spend_by_card_and_category(svc)
     for offset in sorted(purge_offsets):
         today = START + timedelta(days=offset)
-        svc.purge(at=today)
+        on(svc, today).purge()
         assert {c: svc.balance({"card": c}).points for c in codes} == balances
         assert {k: v for k, v in spend_by_card_and_category(svc).items() if v} == {k: v for k, v in totals.items() if v}
         cutoff = (today - timedelta(days=svc.policy.documents_days)).isoformat()
@@ -70,8 +70,8 @@ def test_purge_never_changes_a_balance_or_a_total(visits, purge_offsets):
 def test_purge_is_recorded_and_old_documents_can_no_longer_be_refunded():
     svc = memory_service()
     (card,) = svc.issue_cards({"count": 1})
-    svc.checkout({"card": card.code, "txn": "t1", "lines": basket(("dairy", "50.00"))}, at=START)
-    counts = svc.purge(at=START + timedelta(days=200))
+    on(svc, START).checkout({"card": card.code, "txn": "t1", "lines": basket(("dairy", "50.00"))})
+    counts = on(svc, START + timedelta(days=200)).purge()
     assert counts["documents compacted"] == 1 and counts["carried entries"] == 1
     assert svc.balance({"card": card.code}).points == 50
     with pytest.raises(LedgerError, match="no checkout"):
@@ -84,7 +84,7 @@ def test_compaction_is_impossible_outside_a_purge():
 
     svc = memory_service()
     (card,) = svc.issue_cards({"count": 1})
-    svc.checkout({"card": card.code, "txn": "t1", "lines": basket(("dairy", "50.00"))}, at=START)
+    on(svc, START).checkout({"card": card.code, "txn": "t1", "lines": basket(("dairy", "50.00"))})
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         svc.store.conn.execute("DELETE FROM ledger")
     assert svc.store.conn.execute("SELECT active FROM maintenance").fetchone()[0] == 0

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from anoncard import KeyRing, Programme, Service, Store
 from anoncard.suggest import StoreStats, suggest
-from tests.conftest import basket, fixed_clock
+from tests.conftest import basket, fixed_clock, on
 
 TODAY = date(2026, 11, 22)
 STATS = StoreStats(
@@ -111,7 +111,7 @@ def test_the_entrance_reads_a_bounded_window_of_history():
     (code,) = (s.code for s in svc.issue_cards({"count": 1}))
     start = date(2026, 1, 1)
     for i in range(150):
-        svc.checkout({"card": code, "txn": f"t{i}", "lines": basket(("dairy", "1.00"))}, at=start + timedelta(days=i))
+        on(svc, start + timedelta(days=i)).checkout({"card": code, "txn": f"t{i}", "lines": basket(("dairy", "1.00"))})
     card_id = svc.store.find_card(svc.ring.tokens(__import__("anoncard").cards.decode(code))).id
     history, _aff, visits = svc.store.card_profile(card_id)
     assert len(visits) == 60 and len(history) == 60
