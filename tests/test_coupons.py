@@ -215,3 +215,33 @@ def test_ignored_coupons_lower_later_issuance():
     assert counts[keen][-1] == 3
     assert counts[bored][-1] < counts[bored][0]
     assert sum(counts[bored][4:]) < sum(counts[keen][4:])
+
+
+def test_the_id_printed_on_a_coupon_is_nowhere_in_the_database(home):
+    """A slip plus the database, without the key ring, finds no coupon row (so no card)."""
+    svc = Service.open(home, clock=fixed_clock)
+    (code,) = (s.code for s in svc.issue_cards({"count": 1}))
+    regular(svc, code)
+    printed = svc.enter({"card": code}).coupons
+    ids = [cc.verify(c.code, svc.ring.coupon_public_key()).id for c in printed]
+    svc.checkout({"card": code, "txn": "c1", "lines": LINES, "coupons": [printed[0].code]})
+    stored = [row[0] for row in svc.store.conn.execute("SELECT id FROM coupons")]
+    dump = "\n".join(svc.store.conn.iterdump()).upper()
+    svc.close()
+    raw = (home / "anoncard.db").read_bytes()
+    assert not (home / "anoncard.db-wal").exists() or not (home / "anoncard.db-wal").stat().st_size
+    for cid in ids:
+        assert cid not in raw
+        assert cid.hex().upper() not in dump
+    assert sorted(stored) == sorted(svc.ring.coupon_digest(i) for i in ids)
+
+
+def test_a_coupon_is_found_only_through_its_keyed_digest(shop):
+    svc, a, _b = shop
+    coupon = coupon_for(svc, a)
+    cid = cc.verify(coupon.code, svc.ring.coupon_public_key()).id
+    assert svc.store.find_coupon(cid) is None
+    assert svc.store.find_coupon(svc.ring.coupon_digest(cid)) is not None
+    other = memory_service()  # another store's ring digests the same id differently
+    assert other.ring.coupon_digest(cid) != svc.ring.coupon_digest(cid)
+    assert len(svc.ring.coupon_digest(cid)) == 16

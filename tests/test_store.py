@@ -103,3 +103,49 @@ def test_database_files_are_readable_by_their_owner_only(tmp_path):
             assert loose == {}
     finally:
         os.umask(old)
+
+
+def test_coupons_of_an_older_database_are_dropped_as_they_were_keyed_by_the_printed_id(home):
+    """Schema 5 stores a coupon under a keyed digest; the database has no key to re-key the
+    rows of schema 2, which hold the id printed on the slip, so they go (they live a day)."""
+    from datetime import timedelta
+
+    from anoncard import coupons as cc
+    from anoncard.errors import CouponError
+
+    with Service.open(home, clock=fixed_clock, synchronous="NORMAL") as svc:
+        (card,) = svc.issue_cards({"count": 1})
+        for i in range(4):
+            svc.clock = lambda i=i: fixed_clock() - timedelta(days=10 - i)
+            svc.checkout({"card": card.code, "txn": f"h{i}", "lines": basket(("dairy", "4.00"), ("coffee", "6.00"))})
+        svc.clock = fixed_clock
+        svc.refresh_stats()
+        printed = svc.enter({"card": card.code}).coupons
+        ids = {cc.verify(c.code, svc.ring.coupon_public_key()).id: None for c in printed}
+        ids = {cid: svc.ring.coupon_digest(cid) for cid in ids}
+        coupon = printed[0]
+    db = home / "anoncard.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(  # what schema 2 wrote: the printed id as the key, no sealed id
+        """
+        DROP TRIGGER coupons_single_use;
+        ALTER TABLE coupons DROP COLUMN sealed;
+        PRAGMA user_version = 2;
+        """
+    )
+    for cid, digest in ids.items():
+        conn.execute("UPDATE coupons SET id = ? WHERE id = ?", (cid, digest))
+    assert conn.execute("SELECT count(*) FROM coupons").fetchone()[0] == len(ids)
+    conn.commit()
+    conn.close()
+    with Service.open(home, clock=fixed_clock, synchronous="NORMAL") as svc:
+        assert svc.store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert svc.store.counts()["coupons"] == 0
+        assert "sealed" in svc.store.schema()["coupons"]
+        with pytest.raises(CouponError, match="not issued by this store"):
+            svc.checkout({"card": card.code, "txn": "c1", "lines": basket(("dairy", "4.00"), ("coffee", "6.00")),
+                          "coupons": [coupon.code]})  # fmt: skip
+        fresh = svc.enter({"card": card.code}).coupons
+        assert fresh and all(c.new for c in fresh)
+        trigger = svc.store.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'coupons_single_use'").fetchone()
+        assert "sealed" in trigger[0]
