@@ -236,7 +236,11 @@ def _receipt_text(r) -> str:
 @click.option("--line", "lines", multiple=True, metavar="CATEGORY=AMOUNT", help="A basket line, e.g. dairy=3.49.")
 @click.option("--coupon", "coupon_codes", multiple=True, metavar="CODE", help="A coupon to redeem (repeatable).")
 @click.option("--input", "input_", metavar="FILE|-", help="Read the JSON request from a file or stdin instead.")
-@click.option("--at", help="Day of the purchase (ISO date) for replays; default today.")
+@click.option(
+    "--at",
+    help="Day or time of the purchase (ISO) for an offline replay, within the policy's [time] window; "
+    "default: the server's clock.",
+)
 def checkout(obj, as_json, card_code, txn, lines, coupon_codes, input_, at):
     """Credit a basket to a card: points, and the gift to hand over.
 
@@ -319,25 +323,24 @@ def redeem(obj, as_json, card_code, reward, txn, input_):
 @click.option("--qr-dir", type=click.Path(file_okay=False, path_type=Path), help="Write each coupon's QR code here.")
 @click.option("--qr-format", type=click.Choice(["png", "svg"]), default="png", show_default=True)
 @click.option("--preview", is_flag=True, help="Also draw each coupon's QR code in the terminal.")
-@click.option("--at", help="Day of the visit (ISO date) for replays; default today.")
-def enter(obj, as_json, card_code, input_, qr_dir, qr_format, preview, at):
+def enter(obj, as_json, card_code, input_, qr_dir, qr_format, preview):
     """Entrance column: print a few coupons chosen from this card's purchase history.
 
     Coupons the card still holds are printed again; new ones respect the programme's
-    caps per visit and week and rest categories the card keeps ignoring.
+    caps per visit and week and rest categories the card keeps ignoring. Coupons are
+    dated and checked by the server's clock only.
 
     \b
     Example:
       anoncard enter --card C1-... --qr-dir ./coupons
     """
     request = _request(input_, {"card": card_code})
-    when = _at(at)
     if qr_dir is not None:
         from anoncard import qr
 
         qr.prepare(qr_dir, "coupon-", qr_format, fresh=False)  # the column's printer spool: reused
     with _open(obj) as svc:
-        result = svc.enter(request, at=when)
+        result = svc.enter(request)
     files = []
     if qr_dir is not None:
         files = [str(qr.write(c.code, qr_dir, f"coupon-{i:02d}", qr_format)) for i, c in enumerate(result.coupons, 1)]
