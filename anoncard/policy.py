@@ -295,20 +295,24 @@ class Policy:
             when = datetime.combine(at, datetime.min.time()).replace(hour=12, tzinfo=now.tzinfo)
         else:
             raise PolicyViolation("field 'at': must be an ISO date or date and time", field="at")
-        if (when.tzinfo is None) != (now.tzinfo is None):  # compare in the clock's terms
-            when = when.replace(tzinfo=now.tzinfo) if when.tzinfo is None else when.astimezone(now.tzinfo)
-            if now.tzinfo is None:
-                when = when.replace(tzinfo=None)
+        refused = PolicyViolation(
+            f"field 'at': an explicit time may be at most {self.replay_days} days before and "
+            f"{self.future_skew_seconds} seconds after the server's clock (policy [time])",
+            field="at",
+        )
+        try:  # in the clock's terms: its time zone, or local time for a naive clock
+            if when.tzinfo is not None:
+                when = when.astimezone(now.tzinfo) if now.tzinfo else when.astimezone().replace(tzinfo=None)
+            elif now.tzinfo is not None:
+                when = when.replace(tzinfo=now.tzinfo)
+        except (OverflowError, ValueError):
+            raise refused from None
         earliest = now - timedelta(days=self.replay_days)
         latest = now + timedelta(seconds=self.future_skew_seconds)
         exact = isinstance(at, datetime)  # a day is inside when any of it is
         lo, hi = (earliest, latest) if exact else (earliest.date(), latest.date())
         if not lo <= (when if exact else when.date()) <= hi:
-            raise PolicyViolation(
-                f"field 'at': an explicit time may be at most {self.replay_days} days before and "
-                f"{self.future_skew_seconds} seconds after the server's clock (policy [time])",
-                field="at",
-            )
+            raise refused
         return when
 
     def validate(self, kind: str, request: object, *, today: date | None = None) -> Record:

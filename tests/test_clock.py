@@ -134,6 +134,13 @@ def test_an_explicit_time_in_another_time_zone_is_compared_as_the_same_moment():
                      at=datetime(2015, 3, 2, 11, 36, tzinfo=plus_one))  # fmt: skip  # 10:36 UTC: beyond it
     with pytest.raises(PolicyViolation, match="field 'at'"):
         svc.checkout({"card": card.code, "txn": "t3", "lines": basket(("dairy", "1.00"))}, at="2015-03-02")
+    with pytest.raises(PolicyViolation, match="field 'at'"):  # beyond the calendar once in UTC
+        svc.checkout({"card": card.code, "txn": "t4", "lines": basket(("dairy", "1.00"))},
+                     at=datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))))  # fmt: skip
+    svc.checkout({"card": card.code, "txn": "t5", "lines": basket(("dairy", "1.00"))},
+                 at=datetime(2015, 3, 2, 0, 30, tzinfo=plus_one))  # fmt: skip
+    days = dict(svc.store.conn.execute("SELECT balance_after, day FROM txns"))
+    assert days == {1: "2015-03-02", 2: "2015-03-01"}  # the server's day: 23:30 UTC the day before
 
 
 # -- coupons keep the server's time --------------------------------------------------------
