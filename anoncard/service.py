@@ -378,7 +378,8 @@ class Service:
         ref = self.ring.reference("checkout", rec.txn)
         with self.store.transaction():
             card, relinked = self._resolve(rec.card)
-            content = self._content("checkout", card.id, lines, sorted(c.id.hex() for c in offers))
+            # the coupons by their keyed digests: a digest of the printed ids would let a slip find its document
+            content = self._content("checkout", card.id, lines, sorted(d.hex() for d in digests))
             for digest in digests:
                 row = self.store.find_coupon(digest)
                 if row is None:

@@ -245,3 +245,22 @@ def test_a_coupon_is_found_only_through_its_keyed_digest(shop):
     other = memory_service()  # another store's ring digests the same id differently
     assert other.ring.coupon_digest(cid) != svc.ring.coupon_digest(cid)
     assert len(svc.ring.coupon_digest(cid)) == 16
+
+
+def test_the_document_that_used_a_coupon_cannot_be_found_from_the_slip(shop):
+    """The checkout's content digest covers the coupons by their keyed digests: recomputing
+    it from a slip's id and the stored row (card, lines) matches nothing."""
+    import hashlib
+    import json
+
+    svc, a, _b = shop
+    coupon = coupon_for(svc, a)
+    cid = cc.verify(coupon.code, svc.ring.coupon_public_key()).id
+    svc.checkout({"card": a, "txn": "c1", "lines": LINES, "coupons": [coupon.code]})
+    rows = svc.store.conn.execute("SELECT card_id, lines, content FROM txns WHERE kind = 'checkout'").fetchall()
+    for card_id, lines, content in rows:
+        pairs = [row[:2] for row in json.loads(lines)]
+        guess = hashlib.sha256(json.dumps(["checkout", card_id, pairs, [cid.hex()]], separators=(",", ":")).encode())
+        assert guess.digest() != content
+    again = svc.checkout({"card": a, "txn": "c1", "lines": LINES, "coupons": [coupon.code]})
+    assert again.replayed
