@@ -16,9 +16,9 @@ Points rules (see docs/threat_model.md for the why):
 * a refund reverses what the checkout's own record says its lines earned (points
   under the programme of that day, coupon bonus points and discounts per category),
   cumulatively, so refunding a whole basket in parts reverses exactly what it
-  earned, whatever the programme says today; a refund is never refused for lack of points - the balance may go
-  negative, which blocks redemptions until it is earned back. So buy -> redeem ->
-  refund never leaves a card ahead;
+  earned, whatever the programme says today; a refund is never refused for lack of
+  points - the balance may go negative, which blocks redemptions until it is earned
+  back. So buy -> redeem -> refund never leaves a card ahead;
 * a redemption costing more than the balance is refused.
 """
 
@@ -49,7 +49,11 @@ When = date | datetime | None
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """What the till prints. ``points`` is this document's change to the balance."""
+    """What the till prints. ``points`` is this document's change to the balance.
+
+    On a refund, ``spend`` is the returned lines' price (negative) and ``discount`` the part
+    of it coupons took off at checkout (negative too): the till pays back the difference.
+    """
 
     kind: str
     txn: str

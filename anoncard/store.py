@@ -10,6 +10,8 @@ nothing else about the card. Around it:
 * ``ledger``  - append-only points entries, one per document; a balance is the sum;
 * ``history`` - per card, day and category: spend and number of baskets;
 * ``visits``  - per card and day: number of visits and spend;
+* ``coupons`` - coupons printed for a card, keyed by a keyed digest of the id printed
+  on the slip (never the id), for single use and the entrance's fatigue rules;
 * ``key_versions`` - the states of the key ring's versions (never the material).
 
 The database enforces its own rules with triggers: ledger entries and documents
