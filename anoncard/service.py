@@ -566,16 +566,19 @@ class Service:
         return orig.points - keep - already
 
     def redeem(self, request: Mapping, *, at: When = None) -> Receipt:
-        """Spend points on a reward from the catalogue.
+        """Spend points on a reward from the catalogue, dated by the service's clock (never
+        queued offline, so ``at`` is refused).
 
         Raises:
-            PolicyViolation, CardError: the gate refused the request or the reward is unknown.
+            PolicyViolation, CardError: the gate refused the request, the reward is unknown,
+                or ``at`` was given.
             UnknownCard: no card matches.
             LedgerError: not enough points, or the document number was used with other content.
         """
         rec = self._validate("redeem", request)
+        self._no_explicit_time(at, "a redemption needs the server and is dated by its clock")
         reward = self.programme.reward(rec.reward)
-        day = self._day(at)
+        day = self._day(None)
         ref = self.ring.reference("redeem", rec.txn)
         with self.store.transaction():
             card, relinked = self._resolve(rec.card)
