@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 from pathlib import Path
 
 import qrcode
@@ -48,14 +49,21 @@ def prepare(directory: Path, prefix: str, fmt: str, *, fresh: bool) -> Path:
     Raises:
         PolicyViolation: the directory cannot be created, is a link, is another user's or
             open to group or others' writes, or (``fresh``) already holds ``prefix*.fmt``
-            files an earlier run wrote: overwriting them would lose codes of cards that exist.
+            files an earlier run wrote: overwriting them would lose codes of cards that exist;
+            or one of those names is a link or not a regular file.
     """
     with files.Directory(directory, field=FIELD, create=True, private=True):
         pass
     directory = Path(directory)
-    if fresh and next(directory.glob(f"{prefix}*.{fmt}"), None) is not None:
+    earlier = sorted(directory.glob(f"{prefix}*.{fmt}"))
+    if fresh and earlier:
         raise PolicyViolation(
             f"field 'qr-dir': already holds {prefix}*.{fmt} files from an earlier run; use an empty directory",
+            field=FIELD,
+        )
+    if any(not stat.S_ISREG(path.lstat().st_mode) for path in earlier):  # a spool holds only our files
+        raise PolicyViolation(
+            f"field 'qr-dir': holds a link or something other than a file named {prefix}*.{fmt}; remove it",
             field=FIELD,
         )
     return directory
