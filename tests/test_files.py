@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anoncard import files
-from anoncard.errors import KeyRingError, PolicyViolation
+from anoncard.errors import KeyRingError, PolicyViolation, StoreError
 from tests.cli_helpers import KEYRING_NAME, assert_refused, assert_unchanged, cli, issue, ok, snapshot
 
 VICTIM_TEXT = b"the file an attacker wants overwritten\n"
@@ -281,3 +281,14 @@ def test_read_text_gives_text_or_the_callers_error(tmp_path_factory, data):
         assert exc.message == f"key ring: {path} is not UTF-8 text"
     else:
         assert text.encode("utf-8") == data
+
+
+@pytest.mark.parametrize("kind", LINKS)
+def test_the_library_refuses_every_planted_link_at_a_backup_destination(svc, tmp_path, kind):
+    out = tmp_path / "out"
+    out.mkdir()
+    target = plant(out / "anoncard.db", kind, tmp_path / "lair")
+    with pytest.raises(StoreError, match="'dest'.*exists"):
+        svc.backup(out / "anoncard.db")
+    assert_untouched(target, kind)
+    assert entries(out) == ["anoncard.db"]
