@@ -228,6 +228,12 @@ def _private_file(path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+def _storage_failure(exc: sqlite3.DatabaseError) -> bool:
+    """A failure of the storage itself - a full disk, an I/O error, a lock, a damaged page -
+    rather than a constraint or trigger refusing a write (IntegrityError) or a misuse."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
 def integrity_problems(path: str | Path) -> list[str]:
     """SQLite's integrity check of a database file opened read-only: ``[]`` when it passes,
     else the problems (for a file too damaged to open, why it cannot be opened)."""
@@ -349,20 +355,15 @@ class Store:
                 time.sleep(0.05 * 2**attempt)
         try:
             yield
-        except sqlite3.IntegrityError:  # a rule the database enforces: the caller's to report
+            self.conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
             self._rollback()
-            raise
-        except sqlite3.DatabaseError as exc:  # a full disk, an I/O error, a damaged page
-            self._rollback()
+            if not _storage_failure(exc):  # a rule the database enforces, or a bug: the caller's
+                raise
             raise StoreError(f"database {self.path}: {exc}; the transaction was rolled back") from None
         except BaseException:
             self._rollback()
             raise
-        try:
-            self.conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            self._rollback()
-            raise StoreError(f"database {self.path}: {exc}; the transaction was rolled back") from None
 
     def _rollback(self) -> None:
         # after a failed COMMIT (a full disk) SQLite may have rolled back already
