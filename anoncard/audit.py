@@ -22,17 +22,19 @@ from __future__ import annotations
 import html
 import json
 import re
+import sqlite3
 import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from . import pii
-from .errors import PolicyViolation
+from . import files, pii
+from .errors import PolicyViolation, StoreError
 from .keyring import stale_copies
 from .policy import _CATEGORY, _NAME, Policy
-from .service import KEYRING_NAME, Service, event_payload
+from .service import DB_NAME, KEYRING_NAME, POLICY_NAME, Service, event_payload
+from .store import integrity_problems
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -110,6 +112,21 @@ class Report:
     def render(self, fmt: str) -> str:
         return {"json": self.to_json, "md": self.to_markdown, "html": self.to_html}[fmt]()
 
+    def write(self, path: Path) -> Path:
+        """Write the report to the new file ``path`` (mode 0600), in the format its suffix names
+        (.json, .html/.htm, else Markdown). An existing file or a link there is refused.
+
+        Raises:
+            PolicyViolation: ``path`` exists or its directory is refused (field 'report').
+            OutputError: the report could not be written.
+        """
+        path = Path(path)
+        fmt = {".md": "md", ".html": "html", ".htm": "html", ".json": "json"}.get(path.suffix.lower(), "md")
+        return files.create(path, self.render(fmt).encode("utf-8"), field="report")
+
+
+_KEYS = "abcdefgh"
+
 
 AS_OF_FROM = date(2000, 1, 1)
 
@@ -119,6 +136,8 @@ def run(home: Path, *, today: date | None = None, progress: Callable[[str], None
 
     ``today`` audits retention as of another day (any day from 2000-01-01 on: the audit
     only reads, so a past day shows what was due then, a later one what will be due).
+    A database that cannot be read (a damaged page) fails the checks that need it and
+    SQLite's integrity check, in a report like any other - the audit never stops half way.
 
     Raises:
         PolicyViolation: ``today`` is before 2000-01-01 (field 'at').
@@ -126,17 +145,36 @@ def run(home: Path, *, today: date | None = None, progress: Callable[[str], None
     if today is not None and today < AS_OF_FROM:
         raise PolicyViolation(f"field 'at': the audit's day must be {AS_OF_FROM} or later", field="at")
     home = Path(home)
-    svc = Service.open(home, check_policy=False)
+    step = progress or (lambda _name: None)
+    fns = (_fingerprint, _schema, _personal_data, _types, _retention, _keys, _event_chain, _integrity)
+    try:
+        svc = Service.open(home, check_policy=False)
+    except (StoreError, sqlite3.DatabaseError) as exc:
+        today = today or date.today()
+        checks = [_not_run(key, fn, exc) for key, fn in zip(_KEYS, fns[:-1], strict=False)]
+        problems = integrity_problems(home / DB_NAME)
+        checks.append(Check("h", _INTEGRITY, False, f"{len(problems)} problems", problems))
+        fingerprint = Policy.load(home / POLICY_NAME).fingerprint
+        return Report(str(home), today.isoformat(), fingerprint, checks)
     try:
         today = today or svc.clock().date()
-        step = progress or (lambda _name: None)
         checks = []
-        for fn in (_fingerprint, _schema, _personal_data, _types, _retention, _keys, _event_chain, _integrity):
+        for key, fn in zip(_KEYS, fns, strict=True):
             step(fn.__name__.strip("_"))
-            checks.append(fn(svc, home, today))
+            try:
+                checks.append(fn(svc, home, today))
+            except (StoreError, sqlite3.DatabaseError) as exc:
+                checks.append(_not_run(key, fn, exc))
         return Report(str(home), today.isoformat(), svc.policy.fingerprint, checks)
     finally:
         svc.close()
+
+
+def _not_run(key: str, fn: Callable, exc: Exception) -> Check:
+    """A check that could not read what it checks: failed, saying why (never a traceback)."""
+    reason = exc.message if isinstance(exc, StoreError) else str(exc)
+    title = fn.__name__.strip("_").replace("_", " ")
+    return Check(key, title, False, "not run: the database cannot be read", [reason])
 
 
 def _fingerprint(svc: Service, home: Path, today: date) -> Check:
@@ -339,7 +377,10 @@ def _event_chain(svc: Service, home: Path, today: date) -> Check:
     return Check("g", "the event log's hash chain verifies", not broken, f"{len(events)} events verified", broken)
 
 
+_INTEGRITY = "SQLite integrity check"
+
+
 def _integrity(svc: Service, home: Path, today: date) -> Check:
     result = svc.store.integrity_check()
     ok = result == ["ok"]
-    return Check("h", "SQLite integrity check", ok, "ok" if ok else f"{len(result)} problems", [] if ok else result)
+    return Check("h", _INTEGRITY, ok, "ok" if ok else f"{len(result)} problems", [] if ok else result)

@@ -97,3 +97,12 @@ class CouponError(AnonCardError):
 
     code = "coupon_error"
     exit_code = 11
+
+
+class OutputError(AnonCardError):
+    """An output (a QR file, a report, a backup, an export, the standard output) could not be
+    written - a full disk, for example. What was written of it is removed; nothing is recorded
+    as if it had been written."""
+
+    code = "output_error"
+    exit_code = 12

@@ -33,12 +33,12 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import files
 from .cards import CardSecret
 from .errors import KeyRingError
 
@@ -272,30 +272,20 @@ class KeyRing:
             coupon_id = int(doc["coupon_key"]["id"])
         except KeyRingError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise KeyRingError("key ring: file is not a valid key ring") from None
         return cls(versions, ref, coupon, coupon_id)
 
     def save(self, path: Path) -> None:
-        """Write atomically with mode 0600: temp file, fsync, rename, fsync directory."""
+        """Write atomically with mode 0600: private temporary file, fsync, rename, fsync directory.
+
+        Raises:
+            KeyRingError: ``path`` is a link or not a regular file, or its directory is refused.
+            OutputError: the file could not be written (the old one is unchanged).
+        """
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        files.replace(path, self.to_json().encode("utf-8"), field="key ring", error=KeyRingError)
         self._remove_stale_copies(path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     @staticmethod
     def _remove_stale_copies(path: Path, min_age_s: float = STALE_COPY_AGE_S) -> None:
@@ -322,9 +312,13 @@ class KeyRing:
             st = path.stat()
         except FileNotFoundError:
             raise KeyRingError(f"key ring: {path} not found (run 'anoncard init')") from None
+        except OSError as exc:
+            raise KeyRingError(f"key ring: cannot read {path} ({exc.strerror})") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyRingError(f"key ring: {path} is not a regular file")
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyRingError(
                 f"key ring: {path} has mode {stat.S_IMODE(st.st_mode):04o}; group and others must have "
                 f"no access (run: chmod 600 {path})"
             )
-        return cls.from_json(path.read_text(encoding="utf-8"))
+        return cls.from_json(files.read_text(path, error=KeyRingError, what="key ring"))

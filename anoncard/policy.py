@@ -26,7 +26,7 @@ from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
-from . import cards, pii
+from . import cards, files, pii
 from .cards import CardSecret
 from .errors import PolicyFileError, PolicyViolation
 from .money import format_cents, parse_cents
@@ -256,15 +256,14 @@ class Policy:
             return cls(tomllib.loads(text))
         except tomllib.TOMLDecodeError as exc:
             raise PolicyFileError(f"policy: not valid TOML ({exc})") from None
+        except RecursionError:
+            raise PolicyFileError("policy: not valid TOML (nested too deeply)") from None
         except (AttributeError, TypeError) as exc:
             raise PolicyFileError(f"policy: malformed ({exc})") from None
 
     @classmethod
     def load(cls, path: Path) -> Policy:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise PolicyFileError(f"policy: {path} not found (run 'anoncard init')") from None
+        text = files.read_text(path, error=PolicyFileError, what="policy", missing=" (run 'anoncard init')")
         return cls.from_toml(text)
 
     @classmethod
@@ -361,8 +360,8 @@ class Policy:
         if rule.type == "card_code":
             return cards.decode(value)
         if rule.type == "count":
-            if isinstance(value, str) and value.isdigit():
-                value = int(value)
+            if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+                value = int(value)  # ASCII digits only: "²" and "٣" are digits to str.isdigit
             if not isinstance(value, int) or isinstance(value, bool) or not rule.min <= value <= rule.max:
                 raise PolicyViolation(
                     f"field '{where}': must be a whole number from {rule.min} to {rule.max}", field=where

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from . import files
 from .errors import PolicyViolation, ProgrammeError
 from .money import parse_cents
 
@@ -193,6 +194,8 @@ class Programme:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ProgrammeError(f"programme: not valid TOML ({exc})") from None
+        except RecursionError:
+            raise ProgrammeError("programme: not valid TOML (nested too deeply)") from None
         try:
             earn = doc.get("earn", {})
             rate = _fraction(earn.get("points_per_euro", "1"), "earn.points_per_euro")
@@ -231,10 +234,7 @@ class Programme:
 
     @classmethod
     def load(cls, path: Path) -> Programme:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ProgrammeError(f"programme: {path} not found (run 'anoncard init')") from None
+        text = files.read_text(path, error=ProgrammeError, what="programme", missing=" (run 'anoncard init')")
         return cls.from_toml(text)
 
     @classmethod

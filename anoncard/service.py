@@ -32,9 +32,9 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from . import coupons as coupon_codes
-from . import suggest
+from . import files, suggest
 from .cards import CardSecret, generate
-from .errors import CouponError, LedgerError, PolicyFileError, PolicyViolation, UnknownCard
+from .errors import CouponError, LedgerError, OutputError, PolicyFileError, PolicyViolation, StoreError, UnknownCard
 from .keyring import PRIMARY, RETIRED, VERIFY_ONLY, KeyRing
 from .money import format_cents
 from .policy import Policy, default_text
@@ -326,17 +326,51 @@ class Service:
 
     # -- cards -----------------------------------------------------------------------
 
-    def issue_cards(self, request: Mapping) -> list[CardSecret]:
+    def issue_cards(
+        self,
+        request: Mapping,
+        *,
+        qr_dir: Path | None = None,
+        qr_format: str = "png",
+        emit: Callable[[list[CardSecret], list[Path]], None] | None = None,
+    ) -> list[CardSecret]:
         """Create ``count`` new cards; only their tokens are stored.
 
+        The codes are the only copies of the card secrets, so they are delivered before the
+        cards are stored: first every QR file (``qr_dir``: ``card-000001.png`` on, durable),
+        then ``emit`` (which prints the codes), then one transaction stores the cards. If any
+        step fails no card is stored and the QR files are removed: a card never exists whose
+        code nobody received. (A code printed for a run that then failed is void.)
+
         Raises:
-            PolicyViolation: count missing or out of range.
+            PolicyViolation: count missing or out of range; the QR directory is refused.
+            OutputError: a QR file or the codes could not be written (no card stored).
+            StoreError: the database could not be written (no card stored).
         """
         rec = self._validate("issue", request)
         secrets_ = [generate() for _ in range(rec.count)]
         primary = self.ring.primary
-        with self.store.transaction():
-            self.store.add_cards([primary.token(s) for s in secrets_], primary.version)
+        tokens = [primary.token(s) for s in secrets_]
+        from . import qr  # only print runs pay for the QR library
+
+        written = [] if qr_dir is None else qr.write_run([s.code for s in secrets_], qr_dir, "card-", qr_format)
+        try:
+            if emit is not None:
+                try:
+                    emit(secrets_, written)
+                except OSError as exc:
+                    raise OutputError(
+                        f"output: the card codes could not be written ({exc.strerror or type(exc).__name__});"
+                        " no card was stored"
+                    ) from None
+            with self.store.transaction():
+                self.store.add_cards(tokens, primary.version)
+        except StoreError as exc:
+            qr.remove(written)
+            raise StoreError(f"{exc.message}; no card was stored, any code shown for this run is void") from None
+        except BaseException:
+            qr.remove(written)
+            raise
         return secrets_
 
     # -- checkout / refund / redeem ---------------------------------------------
@@ -775,6 +809,16 @@ class Service:
 
     # -- backup ---------------------------------------------------------------------
 
+    def export_keys(self, dest: Path) -> None:
+        """Write a copy of the key ring to the new file ``dest`` (mode 0600, durable), for a
+        backup kept apart from the database's.
+
+        Raises:
+            PolicyViolation: ``dest`` exists (as a file or a link) or its directory is refused.
+            OutputError: the copy could not be written (nothing is left behind).
+        """
+        files.create(dest, self.ring.to_json().encode("utf-8"), field="dest")
+
     def backup(self, dest: Path) -> dict:
         """Copy the database to ``dest`` (consistent while terminals write). The key ring is
         not in it: keep the two apart (see docs/operations.md)."""
@@ -804,19 +848,39 @@ class Service:
     # -- policy and retention -------------------------------------------------------
 
     def apply_policy(self, text: str, path: Path | None = None) -> dict:
-        """Adopt a new policy: validate it, record old and new fingerprints, write the file.
+        """Adopt a new policy: validate it, write the file, then record old and new fingerprints.
+
+        The file is written first (private temporary file, rename) and the event recorded
+        after, because opening a home compares the file's fingerprint with the last one
+        recorded: if recording fails, the previous file is put back (from a hard link kept
+        beside it, which needs no free space), so the home opens as before. Only a crash
+        between the rename and the commit leaves a file newer than the log; the next command
+        then says so, and running ``policy apply`` again with the same file records it.
 
         Raises:
             PolicyFileError: the new policy is invalid (nothing changes).
+            OutputError, StoreError: the file or the event could not be written (nothing changes).
         """
         new = Policy.from_toml(text)
         old = self.recorded_policy()
-        with self.store.transaction():
-            self._record("policy_applied", {"old": old, "new": new.fingerprint})
-        if path is not None:
-            tmp = Path(path).with_suffix(".toml.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
+        if path is None:
+            with self.store.transaction():
+                self._record("policy_applied", {"old": old, "new": new.fingerprint})
+            self.policy = new
+            return {"old": old, "new": new.fingerprint}
+        path = Path(path)
+        with files.Directory(path.parent, field="policy", error=PolicyFileError) as home:
+            keep = home.keep(path.name)
+            try:
+                home.replace(path.name, text.encode("utf-8"))
+                try:
+                    with self.store.transaction():
+                        self._record("policy_applied", {"old": old, "new": new.fingerprint})
+                except BaseException:
+                    home.put_back(keep, path.name)
+                    raise
+            finally:
+                home.drop(keep)
         self.policy = new
         return {"old": old, "new": new.fingerprint}
 

@@ -34,6 +34,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import files
 from .errors import StoreError
 
 _LOCK_RETRIES = 4
@@ -256,6 +257,28 @@ def _private_file(path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+def _storage_failure(exc: sqlite3.DatabaseError) -> bool:
+    """A failure of the storage itself - a full disk, an I/O error, a lock, a damaged page -
+    rather than a constraint or trigger refusing a write (IntegrityError) or a misuse."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+def integrity_problems(path: str | Path) -> list[str]:
+    """SQLite's integrity check of a database file opened read-only: ``[]`` when it passes,
+    else the problems (for a file too damaged to open, why it cannot be opened)."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return [f"the database cannot be opened: {exc}"]
+    try:
+        result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:
+        return [f"the check could not run: {exc}"]
+    finally:
+        conn.close()
+    return [] if result == ["ok"] else result
+
+
 @dataclass(frozen=True, slots=True)
 class Card:
     id: int
@@ -358,12 +381,17 @@ class Store:
         Taking the lock first means a transaction never fails half way for lack of it. The
         busy timeout waits for other writers; beyond it, a few bounded retries with backoff;
         only then does "database is locked" reach the caller, as a StoreError.
+
+        Whatever fails inside - a full disk, an I/O error, a damaged page, the commit itself -
+        the transaction is rolled back and the caller gets a StoreError (a rule the database
+        enforces with a constraint or trigger stays a ``sqlite3.IntegrityError``); the
+        connection stays usable for the next transaction.
         """
         for attempt in range(_LOCK_RETRIES + 1):
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
                 break
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise StoreError(f"database {self.path}: {exc}") from None
                 if attempt == _LOCK_RETRIES:
@@ -371,27 +399,70 @@ class Store:
                 time.sleep(0.05 * 2**attempt)
         try:
             yield
+            self.conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            self._rollback()
+            if not _storage_failure(exc):  # a rule the database enforces, or a bug: the caller's
+                raise
+            raise StoreError(f"database {self.path}: {exc}; the transaction was rolled back") from None
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
-        self.conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        # after a failed COMMIT (a full disk) SQLite may have rolled back already
+        if self.conn.in_transaction:
+            with suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
 
     def backup(self, dest: str | Path) -> dict[str, int]:
-        """A consistent copy of the database while terminals keep writing (SQLite online backup)."""
+        """A consistent copy of the database while terminals keep writing (SQLite online backup).
+
+        The copy is made in a private temporary file beside ``dest`` (mode 0600 before SQLite
+        opens it; no journal while it is written), checked, made durable, and only then given
+        its name with a hard link that never replaces a file nor follows a planted link.
+
+        Raises:
+            StoreError: ``dest`` exists (as a file or a link), its directory is missing or
+                open to others without the sticky bit, or the copy failed (a full disk, a
+                failed integrity check); nothing is left behind.
+        """
         dest = Path(dest)
-        if dest.exists():
-            raise StoreError(f"backup: {dest} exists; choose a new file")
-        target = sqlite3.connect(dest)
+        with files.Directory(dest.parent, field="dest", error=StoreError) as d:
+            tmp = files.temp_name(dest.name)
+            d.create(tmp, b"", durable=False)
+            try:
+                size = self._copy_into(str(dest.parent / tmp))
+                fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d.fd)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                d.publish(tmp, dest.name)
+            except OSError as exc:
+                raise StoreError(f"backup: the copy could not be written ({exc.strerror}); nothing was kept") from None
+            finally:
+                d.remove(tmp)
+        return {"bytes": size}
+
+    def _copy_into(self, path: str) -> int:
+        """Copy the database into the empty file ``path``; its size. Raises StoreError."""
         try:
+            target = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"backup: cannot open the copy ({exc})") from None
+        try:
+            target.execute("PRAGMA journal_mode=OFF")  # no journal file beside the copy while it fills
             self.conn.backup(target)  # one step: a single read snapshot of the source
-            target.execute("PRAGMA journal_mode=DELETE")
+            target.execute("PRAGMA journal_mode=DELETE")  # the copy opens without WAL files
             check = target.execute("PRAGMA integrity_check").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"backup: the copy could not be written ({exc}); nothing was kept") from None
         finally:
             target.close()
-        os.chmod(dest, 0o600)
         if check != "ok":
-            raise StoreError(f"backup: the copy failed its integrity check ({check})")
-        return {"bytes": dest.stat().st_size}
+            raise StoreError(f"backup: the copy failed its integrity check ({check}); nothing was kept")
+        return os.stat(path).st_size
 
     def restore_from(self, source: str | Path) -> None:
         """Replace this database's content with a backup, under the write lock.
@@ -661,7 +732,11 @@ class Store:
         return self.conn.execute(f'SELECT count(*) FROM "{table}" WHERE "{column}" < ?', (day,)).fetchone()[0]
 
     def integrity_check(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
+        """``["ok"]``, or SQLite's list of problems (a page too damaged to check is one)."""
+        try:
+            return [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
+        except sqlite3.DatabaseError as exc:
+            return [f"the check could not run: {exc}"]
 
     # -- coupons and suggestions ----------------------------------------------------
 

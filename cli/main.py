@@ -80,9 +80,12 @@ def _print(as_json: bool, data, human: str) -> None:
 
 
 def _read_request(source: str) -> object:
-    stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
-    with stream:
-        data = stream.read(MAX_INPUT_BYTES + 1)
+    try:
+        stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+        with stream:
+            data = stream.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise PolicyViolation(f"field 'input': cannot read the file ({exc.strerror})", field="input") from None
     if len(data) > MAX_INPUT_BYTES:
         raise PolicyViolation(f"request: larger than {MAX_INPUT_BYTES} bytes", field="input")
     return decode(data)
@@ -185,26 +188,25 @@ def card_issue(obj, as_json, count, qr_dir, qr_format, preview):
         from anoncard import qr
 
         qr.prepare(qr_dir, "card-", qr_format, fresh=True)
-    with _open(obj) as svc:
-        secrets_ = svc.issue_cards({"count": count})
-    codes = [s.code for s in secrets_]
-    files = []
-    if qr_dir is not None:
-        with click.progressbar(codes, label="writing QR codes", file=sys.stderr) as bar:
-            for i, code in enumerate(bar, 1):
-                files.append(str(qr.write(code, qr_dir, f"card-{i:06d}", qr_format)))
-    if as_json:
-        rows = [{"card": c} for c in codes]
-        for row, path in zip(rows, files, strict=False):
-            row["qr"] = path
-        _print(True, rows, "")
-        return
-    for code in codes:
-        click.echo(code)
-        if preview:
-            from anoncard import qr
 
-            click.echo(qr.terminal(code))
+    def emit(secrets_, files):  # runs before the cards are stored: if it fails, none is stored
+        codes = [s.code for s in secrets_]
+        if as_json:
+            rows = [{"card": c} for c in codes]
+            for row, path in zip(rows, files, strict=False):
+                row["qr"] = str(path)
+            click.echo(json.dumps(rows, indent=2))
+        else:
+            for code in codes:
+                click.echo(code)
+                if preview:
+                    from anoncard import qr
+
+                    click.echo(qr.terminal(code))
+        sys.stdout.flush()
+
+    with _open(obj) as svc:
+        svc.issue_cards({"count": count}, qr_dir=qr_dir, qr_format=qr_format, emit=emit)
 
 
 def _receipt_text(r) -> str:
@@ -483,9 +485,7 @@ def keys_export(obj, as_json, dest):
       anoncard keys export /media/offline-usb/keyring-2026-11-22.json
     """
     with _open(obj) as svc:
-        if dest.exists():
-            raise PolicyViolation(f"field 'dest': {dest} exists; choose a new file", field="dest")
-        svc.ring.save(dest)
+        svc.export_keys(dest)
     _print(as_json, {"exported": str(dest)}, f"key ring exported to {dest} (mode 0600); store it apart from backups")
 
 
@@ -595,7 +595,10 @@ def policy_apply(obj, as_json, new_policy):
     Example:
       anoncard policy apply ./policy-2027.toml
     """
-    text = new_policy.read_text(encoding="utf-8")
+    from anoncard import files
+    from anoncard.errors import PolicyFileError
+
+    text = files.read_text(new_policy, error=PolicyFileError, what="policy")
     with Service.open(obj["home"], check_policy=False) as svc:
         change = svc.apply_policy(text, obj["home"] / "policy.toml")
     _print(as_json, change, f"policy applied: {str(change['old'])[:16]} -> {change['new'][:16]} (recorded)")
@@ -640,8 +643,7 @@ def audit_cmd(obj, as_json, report, at):
     else:
         result = audit.run(obj["home"], today=day)
     if report is not None:
-        fmt = {".md": "md", ".html": "html", ".htm": "html", ".json": "json"}.get(report.suffix.lower(), "md")
-        report.write_text(result.render(fmt), encoding="utf-8")
+        result.write(report)
     if as_json:
         click.echo(result.to_json(), nl=False)
     else:
