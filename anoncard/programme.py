@@ -1,11 +1,14 @@
-"""The loyalty programme: earn rate, category multipliers, threshold gifts, rewards.
+"""The loyalty programme: earn rate, category multipliers, threshold gifts, rewards, and the
+closed category vocabulary.
 
 Design overview. A basket earns ``floor(sum(amount * multiplier) * points_per_euro)``
 points, computed exactly with fractions (money in cents, never floats). At most one
 threshold gift is handed over per basket: the largest whose threshold the basket
 meets (Kaiser's model: a chocolate bar from 30 EUR, a jar of spread from 200 EUR).
 Rewards cost points. ``point_value`` is the nominal value of one point and is used
-only to report the effective reward rate.
+only to report the effective reward rate. ``[categories]`` declares every category a
+till may send, with its department and flags (:mod:`anoncard.vocabulary`); multipliers
+and offers may name only declared, non-sensitive categories.
 
 The programme lives in ``programme.toml`` in the home; :data:`DEFAULT_TOML` is what
 ``anoncard init`` writes.

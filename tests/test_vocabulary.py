@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from anoncard import PolicyViolation, ProgrammeError, Service, audit
 from anoncard.demo import CATEGORIES as DEMO_CATEGORIES
@@ -208,3 +210,41 @@ def test_a_schema_2_database_gains_the_weekly_totals(home, shop):
         assert again.store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         again.checkout({"card": code, "txn": "s1", "lines": basket(("halal", "4.00"))})
         assert again.store.conn.execute("SELECT category FROM category_weeks").fetchall() == [("halal",)]
+
+
+# -- properties of the lookup -------------------------------------------------------------------------
+
+DECLARED = sorted(Programme.default().vocabulary.categories)
+
+
+def _respell(name: str, data) -> str:
+    """A spelling of ``name`` a till might send: any case, full-width letters, extra white space."""
+    out = []
+    for ch in name:
+        if ch == " ":
+            out.append(data.draw(st.sampled_from([" ", "  ", "\t", " \u3000"])))
+        elif ch.isalpha() and data.draw(st.booleans()):
+            out.append(chr(ord(ch.upper()) - 0x41 + 0xFF21))  # full-width capital
+        else:
+            out.append(ch.upper() if data.draw(st.booleans()) else ch)
+    return data.draw(st.sampled_from(["", " ", "\t"])) + "".join(out) + data.draw(st.sampled_from(["", " "]))
+
+
+@given(name=st.sampled_from(DECLARED), data=st.data())
+def test_any_spelling_of_a_declared_category_is_that_category(name, data):
+    assert Programme.default().vocabulary.lookup(_respell(name, data)).name == name
+
+
+@given(text=st.text(max_size=60))
+def test_anything_else_is_refused_unseen(text):
+    vocabulary = Programme.default().vocabulary
+    found = vocabulary.lookup(text)
+    assert (found is not None) == (normalise(text) in vocabulary.categories)
+
+
+def test_the_lookup_cache_is_bounded():
+    vocabulary = Programme.from_toml(DEFAULT_TOML).vocabulary
+    for i in range(10_000):
+        vocabulary.lookup(f"not declared {i}")
+    assert len(vocabulary._seen) <= 4096
+    assert vocabulary.lookup("Dairy").name == "dairy"
