@@ -17,10 +17,13 @@ from .keyring import KeyRing
 from .programme import Programme
 from .service import Balance, Receipt, Retirement, Service, init_home
 from .store import Store
+from .vocabulary import Category, Vocabulary
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Category",
+    "Vocabulary",
     "AnonCardError",
     "Balance",
     "CardError",

@@ -35,6 +35,7 @@ from .keyring import stale_copies
 from .policy import _CATEGORY, _NAME, Policy
 from .service import DB_NAME, KEYRING_NAME, POLICY_NAME, Service, event_payload
 from .store import integrity_problems
+from .vocabulary import PRIVATE_LABEL
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -245,9 +246,14 @@ def _texts(kind: str, value: object) -> list[str]:
 
 def _personal_data(svc: Service, home: Path, today: date) -> Check:
     scanned, found = 0, []
+    sensitive = svc.programme.vocabulary.sensitive
+    schema = svc.store.schema()
     for table, column, kind in _columns(svc, _SCANNED_TYPES):
+        per_card = "card_id" in schema.get(table, ())
         for value in svc.store.distinct_values(table, column):
             for text in _texts(kind, value):
+                if per_card and text in sensitive:  # an Art. 9 inference tied to a card
+                    found.append(f"{table}.{column}: a card's row names a category the programme flags sensitive")
                 # event details hold fingerprints and dates of operator events: not scanned for dates
                 kinds = pii.scan(text, region=svc.policy.phone_region, today=today)
                 scanned += 1
@@ -278,12 +284,13 @@ def _conforms(kind: str, value: object) -> bool:
     if kind == "lines_json":
         try:
             lines = json.loads(value)
-            # [category, cents] or a checkout's record [category, cents, points, bonus, discount]
+            # [category, cents] or a checkout's record [category, cents, points, bonus, discount];
+            # a sensitive category is recorded under the private label
             return all(
                 isinstance(row, list)
                 and len(row) in (2, 5)
                 and isinstance(row[0], str)
-                and bool(_CATEGORY.fullmatch(row[0]))
+                and (row[0] == PRIVATE_LABEL or bool(_CATEGORY.fullmatch(row[0])))
                 and all(isinstance(n, int) and not isinstance(n, bool) for n in row[1:])
                 for row in lines
             )
@@ -315,6 +322,7 @@ def _retention(svc: Service, home: Path, today: date) -> Check:
         ("txns", "day"): p.documents_days,
         ("history", "day"): p.history_days,
         ("visits", "day"): p.history_days,
+        ("category_weeks", "week"): p.history_days,
     }
     late = []
     for (table, column), days in limits.items():

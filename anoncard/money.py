@@ -31,7 +31,7 @@ def parse_cents(value: object, field: str, *, maximum: int | None = None, allow_
     m = _DECIMAL.fullmatch(value)
     if m is None:
         raise PolicyViolation(
-            f"field '{field}': {value[:20]!r} is not an amount (digits, at most 2 decimals, no sign or exponent)",
+            f"field '{field}': not an amount (digits, at most 2 decimals, no sign or exponent)",
             field=field,
         )
     cents = int(m.group(1)) * 100 + int((m.group(2) or "0").ljust(2, "0"))

@@ -7,10 +7,13 @@ retention; for each stored table every column with its type and purpose.
 
 :meth:`Policy.validate` checks a raw request mapping against it and turns it into a
 typed, frozen record; the service and the store accept only those records. In order:
-an undeclared field is refused by name; a missing required field is refused; every
-string value is scanned for personal data (:mod:`anoncard.pii`); then each value must
-meet its type and bounds, and is coarsened as declared. Nothing is stored before all
-of it passes. A policy whose field lacks a purpose, or names a type or field anoncard
+an undeclared field is refused (named when its name is one anoncard knows, else by its
+position, so nothing a caller sent is repeated); a missing required field is refused; a
+line's category must be one the programme's closed vocabulary declares
+(:mod:`anoncard.vocabulary`); every free-text value (document numbers, reward names) is
+scanned for personal data in its normalised form (:mod:`anoncard.pii`); then each value
+must meet its type and bounds, and is coarsened as declared. Nothing is stored before
+all of it passes. A policy whose field lacks a purpose, or names a type or field anoncard
 cannot serve, is refused when loaded.
 """
 
@@ -30,16 +33,25 @@ from . import cards, files, pii
 from .cards import CardSecret
 from .errors import PolicyFileError, PolicyViolation
 from .money import format_cents, parse_cents
+from .vocabulary import NAME, PRIVATE_LABEL, Vocabulary
 
-_CATEGORY = re.compile(r"[a-z0-9][a-z0-9 &/,.'()+-]*")
+_CATEGORY = NAME  # the shape of a declared category (the audit checks stored ones against it)
 _DOCUMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
 _NAME = re.compile(r"[a-z0-9][a-z0-9 _-]*")
 
 
 @dataclass(frozen=True, slots=True)
 class Line:
+    """One basket line: a declared category and its cents. ``stored`` is how the line is
+    recorded against a card: a sensitive category only as :data:`PRIVATE_LABEL`."""
+
     category: str
     cents: int
+    sensitive: bool = False
+
+    @property
+    def stored(self) -> str:
+        return PRIVATE_LABEL if self.sensitive else self.category
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +118,34 @@ TIME_RESOLUTIONS = ("day", "week", "month")
 # The explicit-time window ([time]): its defaults, and the bounds a policy may set.
 REPLAY_DAYS, FUTURE_SKEW_SECONDS = 7, 300
 MAX_FUTURE_SKEW_SECONDS = 3600
-_SCANNED = {"document_id", "category", "reward_name"}
+_SCANNED = {"document_id", "reward_name"}
+# Personal-data field names a till integration might send: refused, and named in the error so
+# the integrator sees what to drop (direct identifiers, and the demographic columns of
+# dunnhumby's "The Complete Journey", a real retailer's customer table).
+PERSONAL_FIELDS = frozenset({
+    "name", "first_name", "last_name", "surname", "email", "e_mail", "mail", "phone", "mobile", "telephone",
+    "birth_date", "birthday", "date_of_birth", "dob", "address", "street", "postcode", "zip", "city", "iban",
+    "bic", "card_pan", "pan", "credit_card", "tax_id", "ip", "ip_address", "customer_id", "loyalty_id", "gender",
+    "age", "income", "marital_status", "home_ownership", "household_size", "household_comp", "kids_count",
+})  # fmt: skip
+# What point-of-sale systems send besides (store, till, product and time fields, and the
+# transaction columns of "The Complete Journey"): refused too, and worth naming.
+TILL_FIELDS = frozenset({
+    "store", "store_id", "till", "till_id", "terminal", "terminal_id", "cashier", "time", "timestamp",
+    "transaction_timestamp", "sku", "ean", "gtin", "product", "product_id", "quantity", "price", "total",
+    "basket_id", "household_id", "sales_value", "retail_disc", "coupon_disc", "coupon_match_disc", "week",
+    "payment", "location",
+})  # fmt: skip
+# Every field name anoncard declares anywhere (requests, lines, the serve envelope) plus the
+# names above: the only names an error may repeat. Any other name a caller sends
+# (a card code used as a key, say) is described by its position instead.
+NAMEABLE_FIELDS = frozenset(
+    {name for fields in SERVED.values() for name in fields}
+    | set(LINE_ITEMS)
+    | {"op", "at"}
+    | PERSONAL_FIELDS
+    | TILL_FIELDS
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +243,6 @@ class Policy:
 
     def __init__(self, doc: Mapping) -> None:
         self.doc = doc
-        self._categories: dict[tuple[str, int], tuple[str | None, str | None]] = {}
         canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         self.fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
         for key in doc:
@@ -314,47 +352,47 @@ class Policy:
             raise refused
         return when
 
-    def validate(self, kind: str, request: object, *, today: date | None = None) -> Record:
+    def validate(
+        self, kind: str, request: object, *, today: date | None = None, categories: Vocabulary | None = None
+    ) -> Record:
         """Turn a raw request into its typed record, or refuse it.
+
+        ``categories`` is the programme's vocabulary (the default programme's when not
+        given): a line whose category it does not declare is refused.
 
         Raises:
             PolicyViolation: unknown kind, not a mapping, an undeclared or missing field,
-                personal data in a value, or a value breaking its rule; the message names
-                the field and the rule, never the value.
+                an undeclared category, personal data in a value, or a value breaking its
+                rule; the message names the field and the rule, never the value.
             CardError: the card code is malformed or fails its check character.
         """
         fields = self.requests.get(kind)
         if fields is None:
-            raise PolicyViolation(f"request kind {kind!r} is not allowed by the policy", field="op")
+            raise PolicyViolation("field 'op': this request kind is not allowed by the policy", field="op")
         if not isinstance(request, Mapping):
             raise PolicyViolation(f"{kind} request: must be a JSON object")
-        _only_declared(request, fields, kind, f"a {kind} request")
+        _only_declared(request, fields, f"a {kind} request", "the request")
         for name, rule in fields.items():
             if rule.required and request.get(name) is None:
                 raise PolicyViolation(f"field '{name}': required in a {kind} request", field=name)
-        values = {name: self._value(rule, request.get(name), name, today) for name, rule in fields.items()}
+        vocabulary = categories if categories is not None else _default_vocabulary()
+        values = {name: self._value(rule, request.get(name), name, today, vocabulary) for name, rule in fields.items()}
         return _BUILDERS[kind](values)
 
-    def _value(self, rule: FieldRule, value: object, where: str, today: date | None) -> object:
+    def _value(self, rule: FieldRule, value: object, where: str, today: date | None, vocabulary: Vocabulary) -> object:
         if value is None:
             return None
-        if rule.type in _SCANNED and isinstance(value, str) and len(value) > 4 * rule.max_length:
+        if rule.type in (*_SCANNED, "category") and isinstance(value, str) and len(value) > 4 * rule.max_length:
             # hopelessly long (even allowing for spaces a category loses when normalised): refused
-            # before the PII scan and the category cache, whose costs grow with the length
+            # before the PII scan and the normalisation, whose costs grow with the length
             raise PolicyViolation(f"field '{where}': at most {rule.max_length} characters", field=where)
-        if rule.type == "category" and isinstance(value, str):
-            # categories repeat all day long: their verdict is cached per value (and year, for
-            # the birth-date rule); the message is rebuilt with this field's name
-            year = (today or date.today()).year
-            verdict = self._categories.get((value, year))
-            if verdict is None:
-                verdict = _category_verdict(rule, value, self.phone_region, year)
-                if len(self._categories) < 100_000:
-                    self._categories[value, year] = verdict
-            norm, problem = verdict
-            if problem is not None:
-                raise PolicyViolation(f"field '{where}': {problem}", field=where)
-            return norm
+        if rule.type == "category":
+            # the closed vocabulary: only what the programme declares, looked up in its normal
+            # form (NFKC, case folded, single spaces); everything else is refused unseen
+            found = vocabulary.lookup(value) if isinstance(value, str) else None
+            if found is None or len(found.name) > rule.max_length:
+                raise PolicyViolation(f"field '{where}': not a category this programme declares", field=where)
+            return found
         if rule.type in _SCANNED and isinstance(value, str):
             self._scan(value, where, today)
         if rule.type == "card_code":
@@ -373,7 +411,7 @@ class Policy:
                 raise PolicyViolation(f"field '{where}': must be at least {format_cents(rule.min)}", field=where)
             return cents
         if rule.type == "lines":
-            return self._lines(rule, value, where, today)
+            return self._lines(rule, value, where, today, vocabulary)
         if rule.type == "coupon_codes":
             # verified by signature at checkout; the codes themselves are random-looking
             if not isinstance(value, list | tuple) or not all(isinstance(c, str) and len(c) <= 400 for c in value):
@@ -392,7 +430,9 @@ class Policy:
                 f"field '{where}': looks like personal data ({', '.join(found)}); the policy keeps none", field=where
             )
 
-    def _lines(self, rule: FieldRule, value: object, where: str, today: date | None) -> tuple[Line, ...]:
+    def _lines(
+        self, rule: FieldRule, value: object, where: str, today: date | None, vocabulary: Vocabulary
+    ) -> tuple[Line, ...]:
         if not isinstance(value, list | tuple):
             raise PolicyViolation(f"field '{where}': must be a list of {{category, amount}} lines", field=where)
         if not value:
@@ -405,15 +445,12 @@ class Policy:
             at = f"{where}[{i}]"
             if not isinstance(line, Mapping):
                 raise PolicyViolation(f"field '{at}': must be an object with category and amount", field=at)
-            _only_declared(line, items, None, "a line", prefix=f"{at}.")
+            _only_declared(line, items, "a line", at, prefix=f"{at}.")
             if line.get("category") is None or line.get("amount") is None:
                 raise PolicyViolation(f"field '{at}': needs category and amount", field=at)
-            out.append(
-                Line(
-                    self._value(items["category"], line["category"], f"{at}.category", today),
-                    self._value(items["amount"], line["amount"], f"{at}.amount", today),
-                )
-            )
+            category = self._value(items["category"], line["category"], f"{at}.category", today, vocabulary)
+            cents = self._value(items["amount"], line["amount"], f"{at}.amount", today, vocabulary)
+            out.append(Line(category.name, cents, category.sensitive))
         return tuple(out)
 
     # -- for people ----------------------------------------------------------------
@@ -436,7 +473,9 @@ class Policy:
             f"**{self.replay_days} days** before it to **{self.future_skew_seconds} seconds** after it, and "
             "never decides a coupon's validity; a purge applies retention as of the server's clock only.",
             "- Cards live until their key version is retired; then they and all they held are purged.",
-            "- Every string value is scanned for personal data (" + ", ".join(pii.KINDS) + ") and refused if found.",
+            "- A line's category must be one the programme declares ([categories] in programme.toml); a category "
+            "flagged sensitive earns points but never enters a card's history or coupons.",
+            "- Every free-text value is scanned for personal data (" + ", ".join(pii.KINDS) + ") and refused if found.",
             "- Any field not listed below is refused by name before anything is stored.",
             "",
             "## Requests",
@@ -497,39 +536,27 @@ def _time_window(doc: object, policy: Policy) -> tuple[int, int]:
     return days, skew
 
 
-def _only_declared(mapping: Mapping, allowed: Mapping, kind: str | None, what: str, prefix: str = "") -> None:
-    for name in mapping:
-        if name not in allowed:
-            label = name if isinstance(name, str) and len(name) <= 40 else "<field>"
+def _only_declared(mapping: Mapping, allowed: Mapping, what: str, whole: str, prefix: str = "") -> None:
+    """Refuse the first undeclared field: by name if the name is one anoncard knows (or a
+    personal-data name), else by its position, so a value sent as a key is never repeated."""
+    for position, name in enumerate(mapping, 1):
+        if name in allowed:
+            continue
+        if isinstance(name, str) and name in NAMEABLE_FIELDS:
             raise PolicyViolation(
-                f"field '{prefix}{label}': not allowed in {what} (the policy keeps only what serves the customer)",
-                field=f"{prefix}{label}",
+                f"field '{prefix}{name}': not allowed in {what} (the policy keeps only what serves the customer)",
+                field=f"{prefix}{name}",
             )
-
-
-def _category_verdict(rule: FieldRule, value: str, region: str, year: int) -> tuple[str | None, str | None]:
-    """``(normalised category, None)`` or ``(None, the broken rule)``, for one raw value."""
-    found = pii.scan(value, region=region, today=date(year, 12, 31))
-    if found:
-        return None, f"looks like personal data ({', '.join(found)}); the policy keeps none"
-    try:
-        return _string(rule, value, "_"), None
-    except PolicyViolation as exc:
-        return None, exc.message.split(": ", 1)[1]
+        raise PolicyViolation(
+            f"field #{position} of {whole}: not allowed in {what} (the policy keeps only what serves the customer)",
+            field=f"{prefix}#{position}",
+        )
 
 
 def _string(rule: FieldRule, value: object, where: str) -> str:
     if not isinstance(value, str):
         raise PolicyViolation(f"field '{where}': must be a string", field=where)
     limit = rule.max_length
-    if rule.type == "category":
-        norm = " ".join(value.split()).lower()
-        if not norm or len(norm) > limit or not _CATEGORY.fullmatch(norm):
-            raise PolicyViolation(
-                f"field '{where}': a product category is 1-{limit} letters, digits, spaces and & / , . ' ( ) + -",
-                field=where,
-            )
-        return norm
     if rule.type == "document_id":
         if not 1 <= len(value) <= limit or not _DOCUMENT.fullmatch(value):
             raise PolicyViolation(
@@ -595,6 +622,15 @@ def _default() -> Policy:
     return Policy.from_toml(default_text())
 
 
-def validate(kind: str, request: object, *, today: date | None = None) -> Record:
+@cache
+def _default_vocabulary() -> Vocabulary:
+    from .programme import Programme
+
+    return Programme.default().vocabulary
+
+
+def validate(
+    kind: str, request: object, *, today: date | None = None, categories: Vocabulary | None = None
+) -> Record:
     """Validate against the default policy (see :meth:`Policy.validate`)."""
-    return _default().validate(kind, request, today=today)
+    return _default().validate(kind, request, today=today, categories=categories)

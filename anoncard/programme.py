@@ -1,11 +1,14 @@
-"""The loyalty programme: earn rate, category multipliers, threshold gifts, rewards.
+"""The loyalty programme: earn rate, category multipliers, threshold gifts, rewards, and the
+closed category vocabulary.
 
 Design overview. A basket earns ``floor(sum(amount * multiplier) * points_per_euro)``
 points, computed exactly with fractions (money in cents, never floats). At most one
 threshold gift is handed over per basket: the largest whose threshold the basket
 meets (Kaiser's model: a chocolate bar from 30 EUR, a jar of spread from 200 EUR).
 Rewards cost points. ``point_value`` is the nominal value of one point and is used
-only to report the effective reward rate.
+only to report the effective reward rate. ``[categories]`` declares every category a
+till may send, with its department and flags (:mod:`anoncard.vocabulary`); multipliers
+and offers may name only declared, non-sensitive categories.
 
 The programme lives in ``programme.toml`` in the home; :data:`DEFAULT_TOML` is what
 ``anoncard init`` writes.
@@ -20,9 +23,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from . import files
+from . import files, pii
 from .errors import PolicyViolation, ProgrammeError
 from .money import parse_cents
+from .vocabulary import FLAGS, MAX_NAME, NAME, Category, Vocabulary, normalise
 
 DEFAULT_TOML = """\
 # anoncard programme: what a basket earns and what points buy.
@@ -85,22 +89,80 @@ category = "wine"
 kind = "amount"
 value = "1.00"
 
-[departments]              # category = department: no three coupons from one department
-dairy = "fresh"
-bakery = "fresh"
-fruit = "produce"
-vegetables = "produce"
-meat = "fresh"
-fish = "fresh"
-coffee = "grocery"
-beverages = "drinks"
-wine = "drinks"
-frozen = "frozen"
-snacks = "grocery"
-household = "non-food"
-"personal care" = "non-food"
-baby = "non-food"
-"pet food" = "non-food"
+[categories]               # the only categories a till may send: name = { department, flags }
+# The department keeps the entrance from printing three coupons of one kind. A category
+# flagged "sensitive" earns points, but never enters a card's history, never gets a
+# coupon, and is counted only in store-wide totals (health, baby and pregnancy,
+# religious diet, sexual health: what a history must not let anyone infer).
+dairy = { department = "fresh" }
+milk = { department = "fresh" }
+cheese = { department = "fresh" }
+eggs = { department = "fresh" }
+yoghurt = { department = "fresh" }
+bakery = { department = "fresh" }
+bread = { department = "fresh" }
+meat = { department = "fresh" }
+poultry = { department = "fresh" }
+fish = { department = "fresh" }
+deli = { department = "fresh" }
+"ready meals" = { department = "fresh" }
+fruit = { department = "produce" }
+vegetables = { department = "produce" }
+salad = { department = "produce" }
+herbs = { department = "produce" }
+flowers = { department = "produce" }
+coffee = { department = "grocery" }
+tea = { department = "grocery" }
+cereals = { department = "grocery" }
+"pasta & rice" = { department = "grocery" }
+"canned goods" = { department = "grocery" }
+baking = { department = "grocery" }
+"spices & sauces" = { department = "grocery" }
+"jam & spreads" = { department = "grocery" }
+"oil & vinegar" = { department = "grocery" }
+snacks = { department = "grocery" }
+sweets = { department = "grocery" }
+chocolate = { department = "grocery" }
+nuts = { department = "grocery" }
+beverages = { department = "drinks" }
+"soft drinks" = { department = "drinks" }
+water = { department = "drinks" }
+juice = { department = "drinks" }
+beer = { department = "drinks" }
+wine = { department = "drinks" }
+spirits = { department = "drinks" }
+frozen = { department = "frozen" }
+"ice cream" = { department = "frozen" }
+"frozen pizza" = { department = "frozen" }
+household = { department = "non-food" }
+cleaning = { department = "non-food" }
+"paper goods" = { department = "non-food" }
+"personal care" = { department = "non-food" }
+cosmetics = { department = "non-food" }
+candles = { department = "non-food" }
+stationery = { department = "non-food" }
+"pet food" = { department = "pets" }
+"pet care" = { department = "pets" }
+tobacco = { department = "kiosk" }
+newspapers = { department = "kiosk" }
+pharmacy = { department = "health", flags = ["sensitive"] }
+"pain relief" = { department = "health", flags = ["sensitive"] }
+"cold & flu" = { department = "health", flags = ["sensitive"] }
+"vitamins & supplements" = { department = "health", flags = ["sensitive"] }
+"first aid" = { department = "health", flags = ["sensitive"] }
+"incontinence" = { department = "health", flags = ["sensitive"] }
+"feminine hygiene" = { department = "health", flags = ["sensitive"] }
+"diabetic foods" = { department = "health", flags = ["sensitive"] }
+"gluten free" = { department = "health", flags = ["sensitive"] }
+"condoms & sexual health" = { department = "health", flags = ["sensitive"] }
+"pregnancy tests" = { department = "health", flags = ["sensitive"] }
+"nicotine replacement" = { department = "health", flags = ["sensitive"] }
+baby = { department = "baby", flags = ["sensitive"] }
+"baby food" = { department = "baby", flags = ["sensitive"] }
+"infant formula" = { department = "baby", flags = ["sensitive"] }
+nappies = { department = "baby", flags = ["sensitive"] }
+kosher = { department = "world food", flags = ["sensitive"] }
+halal = { department = "world food", flags = ["sensitive"] }
 """
 
 
@@ -146,7 +208,7 @@ class Programme:
     rewards: dict[str, Reward]
     coupons: CouponRules = CouponRules()
     offers: dict[str, Offer] = None  # type: ignore[assignment]
-    departments: dict[str, str] = None  # type: ignore[assignment]
+    vocabulary: Vocabulary = None  # type: ignore[assignment]
     rate_hundredths: int = 100  # points_per_euro * 100, exact (parsed from a two-place decimal)
     fingerprint: str = ""  # SHA-256 of the canonical programme, recorded in the event log when it changes
 
@@ -159,7 +221,7 @@ class Programme:
         return (self.offers or {}).get(category) or (self.offers or {}).get("*")
 
     def department(self, category: str) -> str:
-        return (self.departments or {}).get(category, category)
+        return self.vocabulary.department(category)
 
     def weight(self, category: str, cents: int) -> int:
         """Points-weighted value of one line, in hundredths of a cent (integers only)."""
@@ -221,15 +283,17 @@ class Programme:
                     raise ProgrammeError(f"programme: coupons.{key} must be one of {sorted(known)}, a whole number")
             coupon_rules = CouponRules(**rules)
             offers = {str(o["category"]).lower(): _offer(o) for o in doc.get("offers", [])}
-            departments = {str(k).lower(): str(v) for k, v in doc.get("departments", {}).items()}
+            vocabulary = _vocabulary(doc)
         except KeyError as exc:
             raise ProgrammeError(f"programme: missing key {exc.args[0]!r}") from None
+        _refer_to_declared(vocabulary, mult, "earn.category_multipliers")
+        _refer_to_declared(vocabulary, {k: v for k, v in offers.items() if k != "*"}, "offers")
         if len({g.min_spend_cents for g in gifts}) != len(gifts):
             raise ProgrammeError("programme: two gifts share a threshold")
         canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
         fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
         return cls(
-            rate, point_value, mult, gifts, rewards, coupon_rules, offers, departments, int(rate * 100), fingerprint
+            rate, point_value, mult, gifts, rewards, coupon_rules, offers, vocabulary, int(rate * 100), fingerprint
         )
 
     @classmethod
@@ -271,3 +335,61 @@ def _offer(doc: dict) -> Offer:
             raise ProgrammeError(f"programme: {where}.value must be a whole number in range for {kind}")
         return Offer(kind, int(value))
     raise ProgrammeError(f"programme: {where}.kind must be percent, amount or points")
+
+
+def _vocabulary(doc: dict) -> Vocabulary:
+    """The ``[categories]`` table as a vocabulary, or ProgrammeError naming the entry and the rule.
+
+    An entry is named by its position (``categories entry #3``) unless its name has the
+    shape of a category, so a name holding personal data is never repeated."""
+    if "departments" in doc:
+        raise ProgrammeError(
+            "programme: [departments] is now part of [categories]: write each category as "
+            'name = { department = "..." }'
+        )
+    table = doc.get("categories")
+    if not isinstance(table, dict) or not table:
+        raise ProgrammeError(
+            "programme: [categories] is missing or empty: declare every category a till may send "
+            '(name = { department = "...", flags = ["sensitive"] })'
+        )
+    out = []
+    for i, (name, spec) in enumerate(table.items(), 1):
+        shaped = len(name) <= MAX_NAME and NAME.fullmatch(name) is not None and not pii.scan(name)
+        where = f"categories.{name}" if shaped else f"categories entry #{i}"
+        if not shaped:
+            raise ProgrammeError(
+                f"programme: {where}: a category name is 1-{MAX_NAME} lower-case letters, digits, spaces and "
+                "& / , . ' ( ) + - (and no personal data)"
+            )
+        if normalise(name) != name:
+            raise ProgrammeError(f"programme: {where}: write the name in its normal form (single spaces)")
+        if not isinstance(spec, dict):
+            raise ProgrammeError(f'programme: {where}: must be a table such as {{ department = "fresh" }}')
+        unknown = set(spec) - {"department", "flags"}
+        if unknown:
+            raise ProgrammeError(f"programme: {where}: only department and flags may be given")
+        department = spec.get("department")
+        if (
+            not isinstance(department, str)
+            or len(department) > MAX_NAME
+            or NAME.fullmatch(department) is None
+            or pii.scan(department)
+        ):
+            raise ProgrammeError(f"programme: {where}.department: must be a department name such as \"fresh\"")
+        flags = spec.get("flags", [])
+        if not isinstance(flags, list) or not all(isinstance(f, str) and f in FLAGS for f in flags):
+            raise ProgrammeError(f"programme: {where}.flags: must be a list of {', '.join(FLAGS)}")
+        out.append(Category(name, department, "sensitive" in flags))
+    return Vocabulary(out)
+
+
+def _refer_to_declared(vocabulary: Vocabulary, entries: dict, where: str) -> None:
+    """Multipliers and offers name declared categories, and never a sensitive one (a bonus or a
+    coupon for it would nudge, and a coupon would tie it to a card)."""
+    for name in entries:
+        category = vocabulary.categories.get(name)
+        if category is None:
+            raise ProgrammeError(f"programme: {where}: names a category that [categories] does not declare")
+        if category.sensitive:
+            raise ProgrammeError(f"programme: {where}.{name}: a sensitive category gets no multiplier or offer")

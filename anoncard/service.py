@@ -40,6 +40,7 @@ from .money import format_cents
 from .policy import Policy, default_text
 from .programme import DEFAULT_TOML, Programme
 from .store import Card, CouponRow, Document, Store
+from .vocabulary import PRIVATE_LABEL
 
 DB_NAME, KEYRING_NAME, PROGRAMME_NAME, POLICY_NAME = "anoncard.db", "keyring.json", "programme.toml", "policy.toml"
 _STATE_ORDER = {PRIMARY: 0, VERIFY_ONLY: 1, RETIRED: 2}
@@ -236,7 +237,7 @@ class Service:
             raise PolicyViolation(f"field 'at': {why}; an explicit time is not accepted here", field="at")
 
     def _validate(self, kind: str, request: Mapping):
-        return self.policy.validate(kind, request, today=self.clock().date())
+        return self.policy.validate(kind, request, today=self.clock().date(), categories=self.programme.vocabulary)
 
     def _record(self, kind: str, detail: dict) -> None:
         """Append an operator event to the hash-chained log (inside a transaction)."""
@@ -393,7 +394,8 @@ class Service:
         if rec.coupons:
             self._no_explicit_time(at, "a checkout that redeems coupons is dated by the server's clock")
         day = self._day(at)
-        lines = sorted((ln.category, ln.cents) for ln in rec.lines)
+        # what the card's rows may hold: a sensitive category only under the neutral label
+        lines = sorted((ln.stored, ln.cents) for ln in rec.lines)
         spend = sum(c for _, c in lines)
         gift = self.programme.gift_for(spend)
         per_category: dict[str, int] = {}
@@ -453,7 +455,14 @@ class Service:
             for c, digest in zip(offers, digests, strict=True):
                 if not self.store.redeem_coupon(digest, txn_id):
                     raise CouponError(f"field 'coupons': the {c.category} coupon was already used", field="coupons")
-            self.store.add_history(card.id, day, per_category, basket=True)
+            history = {c: a for c, a in per_category.items() if c != PRIVATE_LABEL}
+            self.store.add_history(card.id, day, history, basket=True)
+            sensitive: dict[str, int] = {}
+            for ln in rec.lines:
+                if ln.sensitive:
+                    sensitive[ln.category] = sensitive.get(ln.category, 0) + ln.cents
+            if sensitive:  # counted store-wide, by week, with no card
+                self.store.add_category_weeks(_week(day), sensitive)
         return Receipt(
             "checkout",
             rec.txn,
@@ -522,7 +531,7 @@ class Service:
             if rec.lines is None:
                 returned = sorted((c, a) for c, a in remaining.items() if a > 0)
             else:
-                returned = sorted((ln.category, ln.cents) for ln in rec.lines)
+                returned = sorted((ln.stored, ln.cents) for ln in rec.lines)
             content = self._content("refund", orig.card_id, rec.txn, returned if rec.lines is not None else "all")
             doc = self.store.find_document(ref)
             if doc is not None:
@@ -568,7 +577,9 @@ class Service:
                 balance_after=balance,
                 item=gift_back,
             )
-            self.store.add_history(orig.card_id, orig.day, {c: -a for c, a in per_category.items()}, basket=False)
+            self.store.add_history(
+                orig.card_id, orig.day, {c: -a for c, a in per_category.items() if c != PRIVATE_LABEL}, basket=False
+            )
         return Receipt(
             "refund",
             rec.txn,
@@ -727,9 +738,7 @@ class Service:
                     exclude={c.category for c in held} | _resting(finished, today, rules.rest_after, rules.rest_days),
                     department=self.programme.department,
                     discovery_weeks=rules.discovery_weeks,
-                    allowed=None
-                    if self.programme.offer_for("*")
-                    else (lambda c: self.programme.offer_for(c) is not None),
+                    allowed=self._suggestible,
                 )
             printed = []
             if self.policy.time_resolution == "day":
@@ -750,6 +759,11 @@ class Service:
                 printed.append(self._print_coupon(rec.card, cid, pick.category, offer.kind, offer.value, expires, True))
             self.store.add_coupons(new)
         return Entrance(printed, relinked)
+
+    def _suggestible(self, category: str) -> bool:
+        """A coupon may be printed for a declared, non-sensitive category that has an offer
+        (history kept from before a category was declared sensitive is never suggested)."""
+        return self.programme.vocabulary.suggestible(category) and self.programme.offer_for(category) is not None
 
     def _print_coupon(
         self, secret: CardSecret, cid: bytes, category: str, kind: str, value: int, expires: date, new: bool
@@ -898,6 +912,7 @@ class Service:
             before = self.store.balances()
             with self.store.maintenance():
                 counts = self.store.compact_documents(doc_cutoff) | self.store.fold_history(hist_cutoff)
+                counts |= self.store.drop_category_weeks(hist_cutoff)
             if self.store.balances() != before:
                 raise LedgerError("retention purge would change a balance; nothing was purged")
             counts |= {"documents before": doc_cutoff, "history before": hist_cutoff}
@@ -982,6 +997,10 @@ def reverse_recorded(
     base = points - sum(r[3] for r in rows)
     before, after = _kept(rows, base, left_before), _kept(rows, base, left_after)
     return before[0] - after[0], before[1] - after[1]
+def _week(day: str) -> str:
+    """The Monday of ``day``'s week: store-wide totals of sensitive categories are kept by week."""
+    d = date.fromisoformat(day)
+    return (d - timedelta(days=d.weekday())).isoformat()
 
 
 def _category_cents(doc: Document, category: str) -> int:

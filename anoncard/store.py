@@ -215,6 +215,19 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_3(conn: sqlite3.Connection) -> None:
+    """Store-wide weekly totals of sensitive categories, with no card: they count in the store's
+    aggregates without ever entering a card's history."""
+    conn.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS category_weeks (
+            week TEXT NOT NULL, category TEXT NOT NULL, spend_cents INTEGER NOT NULL, baskets INTEGER NOT NULL,
+            PRIMARY KEY (week, category)
+        ) WITHOUT ROWID, STRICT;
+        """
+    )
+
+
 def _migrate_5(conn: sqlite3.Connection) -> None:
     """Coupons are stored under a keyed digest of the id printed on the slip, never the id.
 
@@ -244,7 +257,7 @@ def _migrate_5(conn: sqlite3.Connection) -> None:
 
 # Numbered migrations, applied in ascending order above the database's user_version;
 # the schema version is the highest number.
-_MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 5: _migrate_5}
+_MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 5: _migrate_5}
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
@@ -623,6 +636,20 @@ class Store:
             " visits = visits + excluded.visits, spend_cents = spend_cents + excluded.spend_cents",
             (card_id, day, n, sum(spend.values())),
         )
+
+    def add_category_weeks(self, week: str, spend: dict[str, int]) -> None:
+        """Add spend per category to the store-wide, card-free totals of one week."""
+        self.conn.executemany(
+            "INSERT INTO category_weeks (week, category, spend_cents, baskets) VALUES (?, ?, ?, 1)"
+            " ON CONFLICT(week, category) DO UPDATE SET"
+            " spend_cents = spend_cents + excluded.spend_cents, baskets = baskets + 1",
+            [(week, c, cents) for c, cents in spend.items()],
+        )
+
+    def drop_category_weeks(self, cutoff: str) -> dict[str, int]:
+        """Delete the store-wide weekly totals of weeks that began before ``cutoff``."""
+        dropped = self.conn.execute("DELETE FROM category_weeks WHERE week < ?", (cutoff,)).rowcount
+        return {"category weeks dropped": dropped}
 
     def visit_count(self, card_id: int) -> int:
         return self.conn.execute(

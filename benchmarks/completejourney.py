@@ -47,6 +47,7 @@ def load() -> tuple[list[Basket], dict[str, str]]:
         .agg(lambda s: s.value_counts().index[0].lower())
         .to_dict()
     )
+    departments.setdefault("misc", "misc")  # what a line without a known product is filed under
     tx = tx.merge(products[["product_id", "category"]], on="product_id", how="left")
     tx["category"] = tx["category"].fillna("misc")
     tx["cents"] = (tx["sales_value"] * 100).round().astype("int64")
@@ -66,13 +67,49 @@ def load() -> tuple[list[Basket], dict[str, str]]:
     return baskets, departments
 
 
+# Words that make a Complete Journey category sensitive: health and pharmacy, baby and
+# pregnancy, diet for health, tobacco cessation, and ethnic origin (Art. 9 GDPR inferences).
+SENSITIVE_WORDS = (
+    "incontinence", "analgesic", "antacid", "baby", "infant", "diaper", "dietary aid", "restricted diet",
+    "family planning", "feminine", "first aid", "cold and flu", "sinus", "laxative", "vitamin", "pharmacy",
+    "home health", "smoking cessation", "eye and ear", "foot care", "vision aid", "fitness&diet", "hispanic",
+    "ethnic", "kosher", "halal",
+)  # fmt: skip
+
+
+def is_sensitive(category: str) -> bool:
+    return any(word in category for word in SENSITIVE_WORDS)
+
+
 def programme_text(departments: dict[str, str]) -> str:
-    """The default programme, with the data set's category -> department map."""
+    """The default programme with the data set's categories as its vocabulary: each with its
+    department, the sensitive ones flagged; multipliers and offers only for what it declares."""
     from anoncard.programme import DEFAULT_TOML
 
-    head = DEFAULT_TOML.split("[departments]")[0]
-    lines = [f'"{c}" = "{d}"' for c, d in sorted(departments.items())]
-    return head + "[departments]\n" + "\n".join(lines) + "\n"
+    head = DEFAULT_TOML.split("[categories]")[0]
+    kept, section, block = [], "", []
+    for line in head.splitlines():
+        if line.startswith("["):
+            kept += block
+            block, section = [], line.split("]")[0].strip("[]")
+        name = line.split("=")[0].strip().strip('"')
+        if section == "earn.category_multipliers" and "=" in line and name not in departments:
+            continue  # a multiplier for a category the data set does not have
+        if section == "offers" and line.startswith("category"):
+            category = line.split("=", 1)[1].split("#")[0].strip().strip('"')
+            if category != "*" and (category not in departments or is_sensitive(category)):
+                block = []
+                section = "dropped"
+                continue
+        if section == "dropped":
+            continue
+        (block if section == "offers" else kept).append(line)
+    kept += block
+    vocabulary = [
+        f'"{c}" = {{ department = "{d}"' + (', flags = ["sensitive"]' if is_sensitive(c) else "") + " }"
+        for c, d in sorted(departments.items())
+    ]
+    return "\n".join(kept) + "\n[categories]\n" + "\n".join(vocabulary) + "\n"
 
 
 def open_home(home: Path, departments: dict[str, str], households: list[int]) -> tuple[Service, dict[int, str]]:
@@ -97,11 +134,14 @@ def request(card: str, b: Basket, coupons: list[str] | None = None) -> dict:
     return req
 
 
-def export(path: str) -> None:
-    """Write every basket as one JSON line (household index, basket id, time, lines)."""
+def export(path: str, programme_path: str | None = None) -> None:
+    """Write every basket as one JSON line (household index, basket id, time, lines), and the
+    programme with the data set's categories to ``programme_path``."""
     import json
 
-    baskets, _departments = load()
+    baskets, departments = load()
+    if programme_path is not None:
+        Path(programme_path).write_text(programme_text(departments), encoding="utf-8")
     households = {h: i for i, h in enumerate(sorted({b.household for b in baskets}))}
     with open(path, "w", encoding="utf-8") as fh:
         for b in baskets:
@@ -111,4 +151,4 @@ def export(path: str) -> None:
 if __name__ == "__main__":
     import sys
 
-    export(sys.argv[1])
+    export(*sys.argv[1:3])

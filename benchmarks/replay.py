@@ -31,12 +31,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "baskets.jsonl"
+        data, programme = Path(tmp) / "baskets.jsonl", Path(tmp) / "programme.toml"
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(Path(__file__).with_name("completejourney.py")), str(data)], check=True)
+        exporter = str(Path(__file__).with_name("completejourney.py"))
+        subprocess.run([sys.executable, exporter, str(data), str(programme)], check=True)
         print(f"exported the data set in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         home = Path(tmp) / "home"
         init_home(home)
+        (home / "programme.toml").write_text(programme.read_text(encoding="utf-8"), encoding="utf-8")
         svc = Service.open(home, synchronous=args.synchronous)
         n_households = 0
         with data.open(encoding="utf-8") as fh:

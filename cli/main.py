@@ -29,27 +29,110 @@ def _emit_error(exc: AnonCardError, as_json: bool) -> None:
     sys.exit(exc.exit_code)
 
 
+def _declared_names(group: click.Group) -> set[str]:
+    """Every command and option name anoncard declares, and ``--email`` and the like for the
+    field names the gate names: the only words a usage error repeats."""
+    from anoncard.policy import NAMEABLE_FIELDS
+
+    names = {f"--{name.replace('_', '-')}" for name in NAMEABLE_FIELDS}
+    stack: list[click.Command] = [group]
+    while stack:
+        command = stack.pop()
+        if command.name:
+            names.add(command.name)
+        for param in command.params:
+            names.update(param.opts)
+            names.update(param.secondary_opts)
+        if isinstance(command, click.Group):
+            stack.extend(command.commands.values())
+    return names
+
+
+def _rule(param: click.Parameter | None, exc: click.BadParameter) -> str:
+    """What a parameter's value must be, from its type alone (the value given is never repeated)."""
+    kind = getattr(param, "type", None)
+    if isinstance(kind, click.Choice):
+        return "must be one of " + ", ".join(map(str, kind.choices))
+    if isinstance(kind, click.IntRange):
+        return f"must be a whole number from {kind.min} to {kind.max}"
+    if isinstance(kind, click.types.IntParamType):
+        return "must be a whole number"
+    if isinstance(kind, click.types.FloatParamType):
+        return "must be a number"
+    if isinstance(kind, click.types.BoolParamType):
+        return "must be true or false"
+    if isinstance(kind, click.Path):
+        text = exc.message
+        if "does not exist" in text:
+            return "no such file or directory"
+        if "is a directory" in text:
+            return "is a directory, not a file"
+        if "is a file" in text:
+            return "is a file, not a directory"
+        return "not a usable path"
+    return "not a valid value"
+
+
+def _usage_message(exc: click.UsageError, names: set[str]) -> str:
+    """A usage error naming the option or argument and the rule - never what was typed (an
+    extra argument or a bad value may be a card code)."""
+    if isinstance(exc, click.MissingParameter):
+        message = exc.format_message()  # names the parameter only
+    elif isinstance(exc, click.BadParameter):
+        hint = exc.param.get_error_hint(exc.ctx) if exc.param is not None and exc.ctx is not None else "a value"
+        message = f"Invalid value for {hint}: {_rule(exc.param, exc)}"
+    elif isinstance(exc, click.NoSuchOption):
+        named = f" '{exc.option_name}'" if exc.option_name in names else ""
+        message = f"No such option{named} for this command"
+    elif isinstance(exc, click.BadOptionUsage):
+        named = f"'{exc.option_name}'" if exc.option_name in names else "an option"
+        if "requires" in exc.message:
+            message = f"Option {named} needs a value"
+        elif "does not take" in exc.message:
+            message = f"Option {named} takes no value"
+        else:
+            message = f"Option {named} is not used that way"
+    elif exc.message.startswith("Got unexpected extra argument"):
+        message = "Got unexpected extra arguments: this command takes no more"
+    elif exc.message.startswith("No such command"):
+        message = "No such command"
+    elif exc.message == "Missing command.":
+        message = exc.message
+    else:
+        message = "The command line is not valid"
+    if exc.ctx is not None:
+        message += f" (see '{exc.ctx.command_path} --help')"
+    return message
+
+
+def _usage_exit(exc: click.UsageError, argv: list[str], names: set[str]) -> None:
+    message = _usage_message(exc, names)
+    if "--json" in argv:
+        click.echo(json.dumps({"error": {"code": "usage_error", "message": message}}))
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(exc.exit_code)
+
+
 class _Main(click.Group):
     """The top group: usage errors (an unknown option, ``--count abc``) follow the same
     contract as the library's errors - ``Error: ...`` first on stderr, the JSON error
-    object on stdout with ``--json`` - and exit 2."""
+    object on stdout with ``--json`` - and exit 2. Their messages name the option and the
+    rule, never what was typed."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta["anoncard.argv"] = list(args)
-        return super().parse_args(ctx, args)
+    def make_context(self, info_name, args, parent=None, **extra):
+        argv = list(args)
+        try:
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            _usage_exit(exc, argv, _declared_names(self))
+        ctx.meta["anoncard.argv"] = argv
+        return ctx
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            message = exc.format_message()
-            if exc.ctx is not None:
-                message += f" (see '{exc.ctx.command_path} --help')"
-            as_json = "--json" in ctx.meta.get("anoncard.argv", ())
-            if as_json:
-                click.echo(json.dumps({"error": {"code": "usage_error", "message": message}}))
-            click.echo(f"Error: {message}", err=True)
-            sys.exit(exc.exit_code)
+            _usage_exit(exc, ctx.meta.get("anoncard.argv", []), _declared_names(self))
 
 
 def command(group: click.Group, name: str, **kwargs):
@@ -93,10 +176,10 @@ def _read_request(source: str) -> object:
 
 def _lines(values: tuple[str, ...]) -> list[dict]:
     out = []
-    for v in values:
+    for i, v in enumerate(values, 1):
         category, sep, amount = v.rpartition("=")
         if not sep:
-            raise PolicyViolation(f"field 'line': {v[:30]!r} is not CATEGORY=AMOUNT", field="line")
+            raise PolicyViolation(f"field 'line' (#{i}): must be CATEGORY=AMOUNT, e.g. dairy=3.49", field="line")
         out.append({"category": category, "amount": amount})
     return out
 
@@ -540,7 +623,7 @@ def demo(obj, as_json, seed, cards, checkouts, into):
     from anoncard import demo as demo_mod
 
     if into is not None and into.exists() and any(into.iterdir()):
-        raise PolicyViolation(f"field 'into': {into} exists and is not empty; the demo needs a new home", field="into")
+        raise PolicyViolation("field 'into': the directory is not empty; the demo needs a new home", field="into")
     with tempfile.TemporaryDirectory(prefix="anoncard-demo-") as tmp:
         where = into or Path(tmp)
         init_home(where)

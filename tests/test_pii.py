@@ -129,3 +129,93 @@ def test_street_pre_filter_never_hides_an_address(before, word, space, number, a
 @given(st.text(max_size=60))
 def test_street_pre_filter_holds_for_any_text(text):
     assert bool(pii._STREET.search(text)) <= bool(pii._SPACE_DIGIT.search(text))
+
+
+# -- normalised first, with the separators people write --------------------------------------------
+
+SEPARATED = [
+    ("4111.1111.1111.1111", "payment card number"),
+    ("4111-1111-1111-1111", "payment card number"),
+    ("4111/1111/1111/1111", "payment card number"),
+    ("4111\t1111\t1111\t1111", "payment card number"),
+    ("4111  1111  1111  1111", "payment card number"),
+    ("4111 - 1111 - 1111 - 1111", "payment card number"),
+    ("\uff14" + "\uff11" * 15, "payment card number"),  # full-width digits
+    ("\u0664" + "\u0661" * 15, "payment card number"),  # Arabic-Indic digits
+    ("4111\u200b1111\u200b1111\u200b1111", "payment card number"),
+    ("DE89.3704.0044.0532.0130.00", "IBAN"),
+    ("DE89-3704-0044-0532-0130-00", "IBAN"),
+    ("DE89/3704/0044/0532/0130/00", "IBAN"),
+    ("DE89\t3704\t0044\t0532\t0130\t00", "IBAN"),
+    ("DE89  3704  0044  0532  0130  00", "IBAN"),
+    ("S\u212a3112000000198742637541", "IBAN"),  # a Kelvin sign for the K of SK
+    ("D\u041589370400440532013000", "IBAN"),  # a Cyrillic E
+    ("01-02-1980", "birth date"),
+    ("1980/02/01", "birth date"),
+    ("1980.02.01", "birth date"),
+    ("1 feb 1980", "birth date"),
+    ("1-feb-1980", "birth date"),
+    ("12. M\u00e4rz 1975", "birth date"),
+    ("February 1, 1980", "birth date"),
+    ("+49,30,1234567", "phone number"),
+    ("030'123'45'67", "phone number"),
+    ("030.1234.5678", "phone number"),
+    ("0049-30-1234567", "phone number"),
+    ("my id 65929970489 thanks", "tax id"),
+    ("steuer-id:65929970489", "tax id"),
+    ("taxid-65929970489", "tax id"),
+    ("ssn 536-90-4399", "tax id"),
+    ("Hauptstr. 5", "postal address"),
+    ("hauptstr.5", "postal address"),
+    ("221b Baker Street", "postal address"),
+    ("10 Downing St", "postal address"),
+    ("Heidestra\u00dfe 17, 51147 K\u00f6ln", "postal address"),
+    ("PO Box 123", "postal address"),
+    ("010.000.000.001", "IP address"),
+    ("fe80::1", "IP address"),
+    ("max(at)example.de", "email address"),
+    ("max [at] example [dot] de", "email address"),
+    ("max at example dot de", "email address"),
+    ("ERIKA@EXAMPLE.DE", "email address"),
+]
+
+
+@pytest.mark.parametrize("text, kind", SEPARATED, ids=[repr(t) for t, _ in SEPARATED])
+def test_detects_what_people_really_write(text, kind):
+    assert kind in scan(text, today=TODAY)
+
+
+@pytest.mark.parametrize("text", ["t-2026.11.22-0001", "till3-20261122-000123", "spring2026", "cj-1234567890",
+                                  "s7-t3-000124", "R-77", "hx-r1"])  # fmt: skip
+def test_document_numbers_stay_clean(text):
+    assert scan(text, today=TODAY) == []
+
+
+SEPARATORS = st.sampled_from([" ", ".", "-", "/", "\t", "  ", " - "])
+
+
+@given(first=st.sampled_from("3456"), body=st.text("0123456789", min_size=14, max_size=14), data=st.data())
+def test_a_card_number_grouped_by_any_separator_is_found(first, body, data):
+    pan = luhn_complete(first + body)
+    groups = [pan[i : i + 4] for i in range(0, len(pan), 4)]
+    text = groups[0] + "".join(data.draw(SEPARATORS) + g for g in groups[1:])
+    assert "payment card number" in scan(f"ref {text}", today=TODAY)
+
+
+@given(sep=SEPARATORS, iban=st.sampled_from(["DE89370400440532013000", "GB82WEST12345698765432",
+                                              "SK3112000000198742637541", "FR1420041010050500013M02606"]))  # fmt: skip
+def test_an_iban_grouped_by_any_separator_is_found(sep, iban):
+    text = sep.join(iban[i : i + 4] for i in range(0, len(iban), 4))
+    assert "IBAN" in scan(text, today=TODAY)
+
+
+@given(
+    day=st.dates(min_value=date(1900, 1, 1), max_value=date(2012, 12, 31)),
+    fmt=st.sampled_from(["%d-%m-%Y", "%Y/%m/%d", "%Y.%m.%d", "%d.%m.%Y", "%d %b %Y", "%d-%b-%Y", "%B %d, %Y"]),
+)
+def test_birth_dates_in_any_common_form_are_found(day, fmt):
+    assert "birth date" in scan(day.strftime(fmt), today=TODAY)
+
+
+def test_normalise_folds_width_digits_homoglyphs_case_and_space():
+    assert pii.normalise("\uff24\uff25\u0668\u0669\t\u0410B  c\u200b") == "de89 ab c"

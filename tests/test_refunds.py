@@ -22,8 +22,8 @@ from tests.conftest import basket, clock_at, on
 
 DAY = date(2015, 3, 2)
 CATEGORIES = ["dairy", "coffee", "fruit", "bakery", "wine"]
-# offers for coffee (30 bonus points), wine and baby only, so the entrance offers coffee
-ONLY_CATEGORY_OFFERS = DEFAULT_TOML.replace('category = "*"             # any category', 'category = "baby"')
+# offers for coffee (30 bonus points), wine and frozen only, so the entrance offers coffee
+ONLY_CATEGORY_OFFERS = DEFAULT_TOML.replace('category = "*"             # any category', 'category = "frozen"')
 # programmes a store might switch between: another earn rate, other multipliers
 PROGRAMMES = [
     DEFAULT_TOML,
