@@ -1,0 +1,88 @@
+"""The ring under the database's key states: the database decides, the file only supplies material."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from anoncard import KeyRing, KeyRingError, Service
+from anoncard.keyring import PRIMARY, RETIRED, VERIFY_ONLY
+from tests.conftest import basket, fixed_clock
+
+
+def churn(steps: list[bool]) -> list[KeyRing]:
+    """A ring after each step (True rotates, False retires the oldest verify-only key if any)."""
+    ring = KeyRing.create("d0")
+    out = [KeyRing.from_json(ring.to_json())]
+    for i, rotate in enumerate(steps):
+        if rotate:
+            ring.rotate(f"d{i}")
+        elif any(v.state == VERIFY_ONLY for v in ring.versions):
+            ring.retire(ring.oldest_verify_only().version)
+        out.append(KeyRing.from_json(ring.to_json()))
+    return out
+
+
+@given(st.lists(st.booleans(), max_size=12), st.data())
+def test_a_ring_in_the_middle_of_any_key_operation_follows_the_database(steps, data):
+    """A rotation writes the file first (the file may be one rotation ahead); a retirement writes the
+    database first (the database may be one retirement ahead). Either way the ring a process uses has
+    exactly the database's versions and states, and material only for live versions."""
+    history = churn(steps)
+    i = data.draw(st.integers(0, len(steps)), label="step")
+    if i == len(steps):
+        file_ring, db_ring = history[i], history[i]
+    elif steps[i]:
+        file_ring, db_ring = history[i + 1], history[i]
+    else:
+        file_ring, db_ring = history[i], history[i + 1]
+    states = {v.version: v.state for v in db_ring.versions}
+    view = file_ring.with_states(states)
+    assert {v.version: v.state for v in view.versions} == states
+    assert view.primary.version == db_ring.primary.version
+    for v in view.versions:
+        assert (v.material is None) == (v.state == RETIRED)
+        if v.material is not None:
+            assert v.material == next(f.material for f in file_ring.versions if f.version == v.version)
+    assert view.same_installation(file_ring)
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=12).filter(any))
+def test_a_file_older_than_the_database_is_refused(steps):
+    history = churn(steps)
+    newest = history[-1]
+    states = {v.version: v.state for v in newest.versions}
+    first = history[0]  # one version only: lacks the newer ones
+    with pytest.raises(KeyRingError, match="older than the database"):
+        first.with_states(states)
+
+
+def test_a_restored_older_ring_file_is_refused_and_nothing_is_written(home, tmp_path):
+    old = tmp_path / "keyring-old.json"
+    shutil.copy2(home / "keyring.json", old)
+    with Service.open(home, clock=fixed_clock) as svc:
+        (card,) = svc.issue_cards({"count": 1})
+        svc.rotate_keys()
+        svc.checkout({"card": card.code, "txn": "t1", "lines": basket(("dairy", "1.00"))})
+    shutil.copy2(old, home / "keyring.json")  # an operator restores an old export
+    with Service.open(home, clock=fixed_clock) as svc:
+        before = svc.store.counts()
+        with pytest.raises(KeyRingError, match="v2 that the key ring file lacks"):
+            svc.checkout({"card": card.code, "txn": "t2", "lines": basket(("dairy", "1.00"))})
+        with pytest.raises(KeyRingError, match="older than the database"):
+            svc.prepare()
+        assert svc.store.counts() == before
+        assert svc.store.key_states() == {1: VERIFY_ONLY, 2: PRIMARY}
+
+
+def test_a_ring_file_of_another_installation_is_refused(home, tmp_path):
+    with Service.open(home, clock=fixed_clock) as svc:
+        svc.issue_cards({"count": 1})
+        other = KeyRing.create("2015-03-02")
+        other.rotate("2015-03-03")
+        other.save(home / "keyring.json")
+        with pytest.raises(KeyRingError, match="another installation"):
+            svc.prepare()
