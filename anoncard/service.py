@@ -406,6 +406,13 @@ class Service:
             for version in finish:
                 ring.retire(version)
             self._save_ring(ring)
+        self._refresh_ring()
+
+    def _refresh_ring(self) -> None:
+        """Rebuild ``self.ring`` from the ring file as last read and the database's states now."""
+        self._key_generation = None
+        with self.store.transaction():
+            pass
         self._key_generation = None  # the next transaction rebuilds ``self.ring`` from the agreed states
 
     @staticmethod
@@ -812,9 +819,16 @@ class Service:
             try:
                 yield self._file_ring
             finally:
-                self._key_generation = None
-                with self.store.transaction():  # rebuilds ``self.ring`` from the states just written
-                    pass
+                self._refresh_ring()
+
+    def export_keys(self, dest: Path) -> None:
+        """Write the key ring, as file and database agree on it, to the new file ``dest`` (mode 0600).
+
+        Raises:
+            KeyRingError: the key ring file is older than the database, or another ring.
+        """
+        with self._key_operation() as ring:
+            ring.save(dest)
 
     def list_keys(self) -> list[dict]:
         """Versions, states and how many cards each still links (never key material)."""
@@ -904,7 +918,8 @@ class Service:
                 recorded = self.recorded_policy()
                 if recorded != self.policy.fingerprint:  # the policy in force now, not the backup's
                     self._record("policy_applied", {"old": recorded, "new": self.policy.fingerprint})
-            self._key_generation = None
+            self._refresh_ring()
+        self.store.checkpoint()  # cards purged again leave no copy in the WAL
         return {"cards": self.store.count_cards(), "cards_purged_again": purged}
 
     # -- policy and retention -------------------------------------------------------

@@ -488,7 +488,7 @@ def keys_export(obj, as_json, dest):
     with _open(obj) as svc:
         if dest.exists():
             raise PolicyViolation(f"field 'dest': {dest} exists; choose a new file", field="dest")
-        svc.ring.save(dest)
+        svc.export_keys(dest)
     _print(as_json, {"exported": str(dest)}, f"key ring exported to {dest} (mode 0600); store it apart from backups")
 
 

@@ -86,3 +86,59 @@ def test_a_ring_file_of_another_installation_is_refused(home, tmp_path):
         other.save(home / "keyring.json")
         with pytest.raises(KeyRingError, match="another installation"):
             svc.prepare()
+
+
+def test_keys_export_after_an_interrupted_retirement_holds_no_retired_material(home, tmp_path):
+    from tests.cli_helpers import cli
+
+    with Service.open(home, clock=fixed_clock) as svc:
+        svc.issue_cards({"count": 1})
+        svc.rotate_keys()
+        with svc.store.transaction():  # retire_key's database half, then a crash
+            svc.store.set_key_state(1, RETIRED)
+            svc.store.purge_key_version(1)
+            svc.store.bump_key_generation()
+    dest = tmp_path / "export.json"
+    assert cli(home, "keys", "export", str(dest)).exit_code == 0
+    exported = KeyRing.load(dest)
+    assert [(v.version, v.state, v.material is None) for v in exported.versions] == [
+        (1, RETIRED, True),
+        (2, PRIMARY, False),
+    ]
+    assert KeyRing.load(home / "keyring.json").versions[0].material is None
+
+
+def _as_schema_2(db) -> None:
+    """Turn a current database back into what schema version 2 wrote (no generation counters)."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        """
+        DROP TRIGGER generations_forward;
+        DROP TRIGGER generations_no_delete;
+        DROP TABLE generations;
+        PRAGMA user_version = 2;
+        """
+    )
+    conn.close()
+
+
+def test_a_schema_2_database_and_backup_gain_the_generations_and_follow_key_changes(home, tmp_path):
+    from anoncard.store import SCHEMA_VERSION
+
+    with Service.open(home, clock=fixed_clock) as svc:
+        (card,) = svc.issue_cards({"count": 1})
+        svc.backup(tmp_path / "old.db")
+    _as_schema_2(home / "anoncard.db")
+    _as_schema_2(tmp_path / "old.db")
+    with Service.open(home, clock=fixed_clock) as terminal, Service.open(home, clock=fixed_clock) as operator:
+        assert terminal.store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert terminal.balance({"card": card.code}).points == 0
+        operator.rotate_keys()
+        assert terminal.balance({"card": card.code}).relinked  # saw the rotation at once
+        before = operator.store.key_generation()
+        operator.restore(tmp_path / "old.db")  # the backup's counters start again from 0
+        assert operator.store.key_generation() > before
+        assert terminal.balance({"card": card.code}).relinked  # the restored card is re-linked again
+        assert terminal.store.key_states() == {1: VERIFY_ONLY, 2: PRIMARY}
