@@ -339,14 +339,19 @@ class Service:
             self._startup_records()
 
     def _ring_under(self, stored: dict[int, str]) -> KeyRing:
-        """The ring under the database's states; the file is read again if it lacks one of them."""
+        """The ring under the database's states; the file is read again if it lacks one of them.
+        Material of a version the database retired is dropped from this process's memory too."""
         try:
-            return self._file_ring.with_states(stored)
+            ring = self._file_ring.with_states(stored)
         except KeyRingError:
             if self.ring_path is None:
                 raise
-        self._reload_ring_file()
-        return self._file_ring.with_states(stored)
+            self._reload_ring_file()
+            ring = self._file_ring.with_states(stored)
+        for v in self._file_ring.versions:
+            if stored.get(v.version) == RETIRED and v.state == VERIFY_ONLY:
+                self._file_ring.retire(v.version)
+        return ring
 
     def _reload_ring_file(self) -> None:
         if self.ring_path is None:
@@ -413,7 +418,6 @@ class Service:
         self._key_generation = None
         with self.store.transaction():
             pass
-        self._key_generation = None  # the next transaction rebuilds ``self.ring`` from the agreed states
 
     @staticmethod
     def _content(kind: str, card_id: int, *parts: object) -> bytes:
