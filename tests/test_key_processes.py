@@ -200,3 +200,44 @@ def test_concurrent_rotate_and_retire_from_several_processes_lose_no_key_version
             assert serve.checkout(code)["error"]["code"] == "unknown_card"
     finally:
         serve.close()
+
+
+KEY_CHURN = """
+import sys
+from anoncard import Service
+with Service.open(sys.argv[1]) as svc:
+    svc.prepare()
+    for i in range(10_000):
+        if i % 3 == 2:
+            print("retired", svc.retire_key().version, flush=True)
+        else:
+            print("rotated", svc.rotate_keys(), flush=True)
+"""
+
+
+def test_kill_during_key_operations_then_the_next_command_completes_them(serve_home):
+    """A process rotates and retires through the service as fast as it can and is killed at a random
+    moment; the next command finds file and database in agreement (or brings them there), with every
+    acknowledged rotation kept and no card left under a retired key."""
+    import random
+    import signal
+    import time
+
+    home = serve_home
+    issue(home, 3)
+    for run in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KEY_CHURN, str(home)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
+        )
+        first = proc.stdout.readline()  # one operation done, however slow the machine is today
+        time.sleep(random.Random(run).uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, err.decode()
+        done = (first + out).decode().split("\n")
+        rotations = [int(line.split()[1]) for line in done if line.startswith("rotated")]
+        listed = json.loads(ok(anoncard(home, "keys", "list", "--json")))  # the startup step completes
+        states = assert_file_and_database_agree(home)
+        assert {r["version"]: r["state"] for r in listed} == states
+        assert max(states) >= max(rotations), "an acknowledged rotation was lost"
+        assert max(states) <= max(rotations) + 1
