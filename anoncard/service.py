@@ -330,8 +330,8 @@ class Service:
             stored = self.store.key_states()
             if not stored:  # a database no key state has reached yet: the ring's states are the first
                 for v in self._file_ring.versions:
-                    self.store.set_key_state(v.version, v.state)
-                generation = self.store.bump_key_generation()
+                    self.store.set_key_state(v.version, v.state)  # the database moves the generation
+                generation = self.store.key_generation()
                 stored = self.store.key_states()
             self.ring = self._ring_under(stored)
             self._key_generation = generation
@@ -400,9 +400,7 @@ class Service:
                     if v.version not in stored or _STATE_ORDER[v.state] > _STATE_ORDER[stored[v.version]]
                 }
                 for version, state in stale.items():
-                    self.store.set_key_state(version, state)
-                if stale:
-                    self.store.bump_key_generation()
+                    self.store.set_key_state(version, state)  # each change moves the key generation
                 if not self._recorded:
                     self._startup_records()
         finally:
@@ -860,8 +858,7 @@ class Service:
             self._save_ring(ring)
             with self.store.transaction():
                 for v in ring.versions:
-                    self.store.set_key_state(v.version, v.state)
-                self.store.bump_key_generation()
+                    self.store.set_key_state(v.version, v.state)  # moves the key generation
                 self._record("key_rotated", {"primary": new.version})
         return new.version
 
@@ -881,10 +878,9 @@ class Service:
         with self._key_operation() as ring:
             version = ring.oldest_verify_only().version
             with self.store.transaction():
-                self.store.set_key_state(version, RETIRED)
+                self.store.set_key_state(version, RETIRED)  # moves the key generation
                 purged = self.store.purge_key_version(version)
                 self.store.refresh_category_stats()
-                self.store.bump_key_generation()
                 self._record("key_retired", {"version": version, "cards_purged": purged})
             ring.retire(version)
             self._save_ring(ring)

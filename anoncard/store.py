@@ -219,8 +219,9 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
 def _migrate_4(conn: sqlite3.Connection) -> None:
     """Generation counters: the database is the authority on key states, seen by every process.
 
-    Every change of the key states bumps ``keys`` in the same transaction; every refresh of
-    the category aggregates bumps ``stats``. Both only move forward.
+    Every change of the key states bumps ``keys`` in the same transaction (the triggers make
+    sure of it, whatever code changes them); every refresh of the category aggregates bumps
+    ``stats``. Both only move forward, and so does each key version's state.
     """
     conn.executescript(
         """
@@ -233,6 +234,15 @@ def _migrate_4(conn: sqlite3.Connection) -> None:
         BEGIN SELECT RAISE(ABORT, 'generations only move forward'); END;
         CREATE TRIGGER IF NOT EXISTS generations_no_delete BEFORE DELETE ON generations
         BEGIN SELECT RAISE(ABORT, 'the generations row is never deleted'); END;
+        CREATE TRIGGER IF NOT EXISTS key_versions_new_generation AFTER INSERT ON key_versions
+        BEGIN UPDATE generations SET keys = keys + 1 WHERE id = 1; END;
+        CREATE TRIGGER IF NOT EXISTS key_versions_next_generation AFTER UPDATE OF state ON key_versions
+        WHEN NEW.state IS NOT OLD.state
+        BEGIN UPDATE generations SET keys = keys + 1 WHERE id = 1; END;
+        CREATE TRIGGER IF NOT EXISTS key_versions_forward BEFORE UPDATE ON key_versions
+        WHEN NEW.version IS NOT OLD.version
+          OR instr('primary verify-only retired', NEW.state) < instr('primary verify-only retired', OLD.state)
+        BEGIN SELECT RAISE(ABORT, 'a key state only moves forward: primary, verify-only, retired'); END;
         """
     )
 
@@ -420,8 +430,9 @@ class Store:
         return self.conn.execute("SELECT keys FROM generations WHERE id = 1").fetchone()[0]
 
     def bump_key_generation(self, at_least: int = 0) -> int:
-        """Inside the transaction that changes key states: move the key generation on (to above
-        ``at_least`` too, e.g. the generation before a restore); returns the new value."""
+        """Move the key generation on, to above ``at_least`` too; returns the new value. Changes of
+        key states move it by themselves (triggers); a restore, which replaces the content whole,
+        calls this with the generation from before, so every process sees that the states moved."""
         self.conn.execute("UPDATE generations SET keys = max(keys, ?) + 1 WHERE id = 1", (at_least,))
         return self.key_generation()
 

@@ -97,7 +97,6 @@ def test_keys_export_after_an_interrupted_retirement_holds_no_retired_material(h
         with svc.store.transaction():  # retire_key's database half, then a crash
             svc.store.set_key_state(1, RETIRED)
             svc.store.purge_key_version(1)
-            svc.store.bump_key_generation()
     dest = tmp_path / "export.json"
     assert cli(home, "keys", "export", str(dest)).exit_code == 0
     exported = KeyRing.load(dest)
@@ -142,3 +141,32 @@ def test_a_schema_2_database_and_backup_gain_the_generations_and_follow_key_chan
         assert operator.store.key_generation() > before
         assert terminal.balance({"card": card.code}).relinked  # the restored card is re-linked again
         assert terminal.store.key_states() == {1: VERIFY_ONLY, 2: PRIMARY}
+
+
+def test_the_database_moves_the_generation_with_every_key_state_change_and_only_forward(home):
+    import sqlite3
+
+    from anoncard.store import Store
+
+    store = Store(home / "anoncard.db")  # no service on it: the triggers alone keep the rules
+    try:
+        start = store.key_generation()
+        with store.transaction():
+            store.set_key_state(2, PRIMARY)
+            store.set_key_state(1, VERIFY_ONLY)
+        assert store.key_generation() == start + 2
+        with store.transaction():
+            store.set_key_state(1, VERIFY_ONLY)  # no change: the generation stays
+        assert store.key_generation() == start + 2
+        with pytest.raises(sqlite3.IntegrityError, match="only moves forward"), store.transaction():
+            store.set_key_state(1, PRIMARY)
+        with store.transaction():
+            store.set_key_state(1, RETIRED)
+        with pytest.raises(sqlite3.IntegrityError, match="only moves forward"), store.transaction():
+            store.set_key_state(1, VERIFY_ONLY)
+        with pytest.raises(sqlite3.IntegrityError, match="only move forward"), store.transaction():
+            store.conn.execute("UPDATE generations SET keys = 0")
+        assert store.key_generation() == start + 3
+        assert store.key_states() == {1: RETIRED, 2: PRIMARY}
+    finally:
+        store.close()
