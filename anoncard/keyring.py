@@ -25,16 +25,27 @@ fifth seals the id for a reprint), so a coupon slip alone finds no row.
 
 The file is JSON, written atomically (temporary file, fsync, rename, fsync of the
 directory) with mode 0600, and refused when group or others may read it.
+
+The file holds the material; the database is the authority on the states. A process
+uses :meth:`KeyRing.with_states` to see the ring as the database's states say (a
+version the file has but the database does not yet know is a rotation in progress and
+is not used; a version the database knows but the file lacks means the file is older
+than the database, and is refused). Key operations change the file and the database
+under :func:`key_lock`, one process at a time.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +99,23 @@ def stale_copies(path: Path) -> list[Path]:
     """Temporary copies of the ring file ``path`` that an interrupted save left beside it."""
     path = Path(path)
     return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+@contextmanager
+def key_lock(path: Path | None) -> Iterator[None]:
+    """Hold the exclusive lock of the ring file ``path`` (a ``.lock`` file beside it, owner-only)
+    while a key operation changes the file and the database; waits for another process holding it.
+    ``None`` (a ring that lives in memory only) needs no lock."""
+    if path is None:
+        yield
+        return
+    path = Path(path)
+    fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 class KeyRing:
@@ -232,6 +260,45 @@ class KeyRing:
         v.state, v.material, v._token_mac = RETIRED, None, None
 
     # -- file ------------------------------------------------------------------
+
+    def same_installation(self, other: KeyRing) -> bool:
+        """Whether ``other`` is a later state of this ring (same reference and coupon keys)."""
+        return hmac.compare_digest(self._reference_key, other._reference_key) and hmac.compare_digest(
+            self._coupon_seed, other._coupon_seed
+        )
+
+    def with_states(self, states: dict[int, str]) -> KeyRing:
+        """This ring as the database's key ``states`` say: only the versions it names, in its states.
+
+        A version this ring holds as retired stays retired (its material is gone). A version
+        the ring holds but ``states`` does not name is a rotation not yet recorded and is left
+        out.
+
+        Raises:
+            KeyRingError: ``states`` names a version this ring lacks, or leaves no usable primary.
+        """
+        by_version = {v.version: v for v in self.versions}
+        missing = sorted(set(states) - set(by_version))
+        if missing:
+            raise KeyRingError(
+                f"key ring: the database uses key version(s) {', '.join(f'v{m}' for m in missing)} that the key "
+                "ring file lacks: the file is older than the database; restore the newest key ring export "
+                "(made with 'anoncard keys export') into the home"
+            )
+        versions = []
+        for number, state in sorted(states.items()):
+            v = by_version[number]
+            if state not in STATES:
+                raise KeyRingError(f"key ring: the database gives version {number} unknown state {state!r}")
+            if v.material is None:
+                state = RETIRED
+            versions.append(KeyVersion(number, state, v.created, v.material if state != RETIRED else None))
+        if sum(v.state == PRIMARY for v in versions) != 1:
+            raise KeyRingError(
+                "key ring: the database's primary key is retired in the key ring file; restore the database "
+                "with 'anoncard restore' or the newest key ring export"
+            )
+        return KeyRing(versions, self._reference_key, self._coupon_seed, self.coupon_key_id)
 
     def to_json(self) -> str:
         def b64(b: bytes | None) -> str | None:

@@ -20,13 +20,32 @@ Points rules (see docs/threat_model.md for the why):
   points - the balance may go negative, which blocks redemptions until it is earned
   back. So buy -> redeem -> refund never leaves a card ahead;
 * a redemption costing more than the balance is refused.
+
+Keys across processes. The database is the authority on key states; the ring file
+holds the material. Every transaction starts by reading the database's key
+generation (one primary-key SELECT inside the transaction already open); when it
+moved, the service rebuilds its ring from the file and the database's states,
+re-reading the file if it lacks a version the database knows, and refusing with a
+KeyRingError if the file is older than the database. So a long-lived process never
+tokenises under a key another process rotated away or retired, and a card it
+presents after a rotation is re-linked to the new primary before any retirement can
+purge it. Key operations (rotate, retire, restore, :meth:`Service.prepare`) run
+under the ring file's lock (:func:`anoncard.keyring.key_lock`), which spans the file
+write and the database transaction, one process at a time.
+
+Opening writes nothing (the audit opens homes it must not change). The records a
+process owes the event log at start - the policy and programme in force - are made
+in its first write transaction; finishing what a crash left of a key operation is
+:meth:`Service.prepare`, which ``init_home`` and every CLI command run, and which
+every key operation runs first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -34,8 +53,17 @@ from pathlib import Path
 from . import coupons as coupon_codes
 from . import files, suggest
 from .cards import CardSecret, generate
-from .errors import CouponError, LedgerError, OutputError, PolicyFileError, PolicyViolation, StoreError, UnknownCard
-from .keyring import PRIMARY, RETIRED, VERIFY_ONLY, KeyRing
+from .errors import (
+    CouponError,
+    KeyRingError,
+    LedgerError,
+    OutputError,
+    PolicyFileError,
+    PolicyViolation,
+    StoreError,
+    UnknownCard,
+)
+from .keyring import PRIMARY, RETIRED, VERIFY_ONLY, KeyRing, key_lock
 from .money import format_cents
 from .policy import Policy, default_text
 from .programme import DEFAULT_TOML, Programme
@@ -119,34 +147,61 @@ class Balance:
 
 @dataclass(frozen=True, slots=True)
 class Retirement:
+    """``wal_cleared`` is False when a reader's open snapshot kept the WAL from being emptied:
+    the purged rows' older copies stay in the WAL file until the next checkpoint."""
+
     version: int
     cards_purged: int
+    wal_cleared: bool = True
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = {"version": self.version, "cards_purged": self.cards_purged}
+        return out if self.wal_cleared else out | {"wal_cleared": False}
 
 
 def init_home(home: Path, *, today: date | None = None) -> list[str]:
     """Create a home with a key ring, a programme and an empty database.
 
     Never overwrites an existing file. Returns the names of the files created.
+
+    Raises:
+        KeyRingError: the key ring is missing but the database was already used with one
+            (a new ring would make every card unknown and break the event log's chain).
     """
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
     created = []
     ring_path = home / KEYRING_NAME
+    db_path = home / DB_NAME
     if not ring_path.exists():
+        if db_path.exists():
+            _refuse_new_ring(db_path, ring_path)
         KeyRing.create((today or date.today()).isoformat()).save(ring_path)
         created.append(KEYRING_NAME)
     for name, text in ((PROGRAMME_NAME, DEFAULT_TOML), (POLICY_NAME, default_text())):
         if not (home / name).exists():
             (home / name).write_text(text, encoding="utf-8")
             created.append(name)
-    db_path = home / DB_NAME
     if not db_path.exists():
         created.append(DB_NAME)
-    Service.open(home).close()
+    with Service.open(home) as svc:
+        svc.prepare()
     return created
+
+
+def _refuse_new_ring(db_path: Path, ring_path: Path) -> None:
+    store = Store(db_path)
+    try:
+        used = bool(store.key_states()) or bool(store.events())
+        cards = store.count_cards()
+    finally:
+        store.close()
+    if used:
+        raise KeyRingError(
+            f"key ring: {ring_path} is missing but {db_path} already holds {cards} cards and an event log made "
+            f"with a key ring; restore {ring_path.name} from its export ('anoncard keys export') - a new key "
+            "ring would make every card unknown"
+        )
 
 
 def event_payload(event_id: int, at: str, kind: str, detail: str) -> bytes:
@@ -173,9 +228,13 @@ class Service:
         self.ring_path = ring_path
         self.clock = clock
         self._stats: suggest.StoreStats | None = None
-        self._reconcile_keys()
+        self._stats_generation = -1
+        self._file_ring = ring  # the ring file as last read; ``self.ring`` is it under the database's states
+        self._key_generation: int | None = None  # the generation ``self.ring`` was built at
+        self._recorded = False  # the startup records are made (first write transaction)
+        self._in_key_operation = False
         self._check_policy(strict=check_policy)
-        self._record_programme()
+        store.on_begin = self._begin
 
     @classmethod
     def open(
@@ -253,20 +312,21 @@ class Service:
         applied = self.store.events("policy_applied")
         return json.loads(applied[-1][3])["new"] if applied else None
 
-    def _record_programme(self) -> None:
-        """Earn rates, gifts and offers may change; every change is recorded in the event log."""
+    def _startup_records(self) -> None:
+        """Inside this process's first write transaction: record the policy in force if the log
+        has none yet, and the programme if it changed (earn rates, gifts and offers may change;
+        every change is recorded in the event log)."""
+        self._recorded = True
+        if self.recorded_policy() is None:
+            self._record("policy_applied", {"old": None, "new": self.policy.fingerprint})
         changes = self.store.events("programme_changed")
         last = json.loads(changes[-1][3])["new"] if changes else None
         if last != self.programme.fingerprint:
-            with self.store.transaction():
-                self._record("programme_changed", {"old": last, "new": self.programme.fingerprint})
+            self._record("programme_changed", {"old": last, "new": self.programme.fingerprint})
 
     def _check_policy(self, *, strict: bool) -> None:
         recorded = self.recorded_policy()
-        if recorded is None:
-            with self.store.transaction():
-                self._record("policy_applied", {"old": None, "new": self.policy.fingerprint})
-        elif recorded != self.policy.fingerprint and strict:
+        if recorded is not None and recorded != self.policy.fingerprint and strict:
             raise PolicyFileError(
                 f"policy: the policy file (fingerprint {self.policy.fingerprint[:12]}) is not the one last applied "
                 f"({recorded[:12]}); change it only with 'anoncard policy apply FILE'"
@@ -284,29 +344,105 @@ class Service:
             return Card(card.id, primary_version, card.balance), True
         return card, False
 
-    def _reconcile_keys(self) -> None:
-        """Bring the database's key states and the ring into agreement after any crash.
+    # -- keys across processes -------------------------------------------------------
 
-        A state only moves forward (primary -> verify-only -> retired), so the more
-        advanced of the two records wins; a retirement the database finished but the
-        ring file did not is completed by destroying the material.
+    def _begin(self) -> None:
+        """Run by the store right after every BEGIN: check the key generation (one SELECT) and
+        rebuild the ring if another process changed the key states; make the startup records
+        in the first write transaction."""
+        if self._in_key_operation:
+            return
+        generation = self.store.key_generation()
+        if generation != self._key_generation:
+            stored = self.store.key_states()
+            if not stored:  # a database no key state has reached yet: the ring's states are the first
+                for v in self._file_ring.versions:
+                    self.store.set_key_state(v.version, v.state)  # the database moves the generation
+                generation = self.store.key_generation()
+                stored = self.store.key_states()
+            self.ring = self._ring_under(stored)
+            self._key_generation = generation
+        if not self._recorded:
+            self._startup_records()
+
+    def _ring_under(self, stored: dict[int, str]) -> KeyRing:
+        """The ring under the database's states; the file is read again if it lacks one of them.
+        Material of a version the database retired is dropped from this process's memory too."""
+        try:
+            ring = self._file_ring.with_states(stored)
+        except KeyRingError:
+            if self.ring_path is None:
+                raise
+            self._reload_ring_file()
+            ring = self._file_ring.with_states(stored)
+        for v in self._file_ring.versions:
+            if stored.get(v.version) == RETIRED and v.state == VERIFY_ONLY:
+                self._file_ring.retire(v.version)
+        return ring
+
+    def _reload_ring_file(self) -> None:
+        if self.ring_path is None:
+            return
+        fresh = KeyRing.load(self.ring_path)
+        if not fresh.same_installation(self._file_ring):
+            raise KeyRingError(
+                f"key ring: {self.ring_path} now holds another installation's keys; restore this home's key ring"
+            )
+        self._file_ring = fresh
+
+    def prepare(self) -> Service:
+        """The start of a process that writes: finish what a crash left of a key operation and
+        make the startup records. Returns the service.
+
+        Raises:
+            KeyRingError: the key ring file is older than the database, or another ring.
         """
-        stored = self.store.key_states()
-        finish = [v.version for v in self.ring.versions if stored.get(v.version) == RETIRED and v.state == VERIFY_ONLY]
-        for version in finish:
-            self.ring.retire(version)
-        if finish and self.ring_path is not None:
-            self.ring.save(self.ring_path)
-        wanted = {v.version: v.state for v in self.ring.versions}
-        stale = {
-            ver: st
-            for ver, st in wanted.items()
-            if ver not in stored or _STATE_ORDER[st] > _STATE_ORDER.get(stored[ver], -1)
-        }
-        if stale:
+        with key_lock(self.ring_path):
+            self._reconcile_keys()
+        return self
+
+    def _reconcile_keys(self) -> None:
+        """Under the key lock: bring the database's key states and the ring file into agreement
+        after any crash, from a fresh read of the file.
+
+        A state only moves forward (primary -> verify-only -> retired), so the more advanced
+        of the two records wins: a rotation that reached only the file is recorded, and a
+        retirement the database finished but the file did not is completed by destroying
+        the material. A version the database knows but the file lacks is refused.
+        """
+        self._reload_ring_file()
+        ring = self._file_ring
+        self._in_key_operation = True
+        try:
             with self.store.transaction():
-                for ver, st in stale.items():
-                    self.store.set_key_state(ver, st)
+                stored = self.store.key_states()
+                if set(stored) - {v.version for v in ring.versions}:
+                    ring.with_states(stored)  # raises: the file is older than the database
+                finish = [
+                    v.version for v in ring.versions if stored.get(v.version) == RETIRED and v.state == VERIFY_ONLY
+                ]
+                stale = {
+                    v.version: v.state
+                    for v in ring.versions
+                    if v.version not in stored or _STATE_ORDER[v.state] > _STATE_ORDER[stored[v.version]]
+                }
+                for version, state in stale.items():
+                    self.store.set_key_state(version, state)  # each change moves the key generation
+                if not self._recorded:
+                    self._startup_records()
+        finally:
+            self._in_key_operation = False
+        if finish:
+            for version in finish:
+                ring.retire(version)
+            self._save_ring(ring)
+        self._refresh_ring()
+
+    def _refresh_ring(self) -> None:
+        """Rebuild ``self.ring`` from the ring file as last read and the database's states now."""
+        self._key_generation = None
+        with self.store.transaction():
+            pass
 
     @staticmethod
     def _content(kind: str, card_id: int, *parts: object) -> bytes:
@@ -350,8 +486,6 @@ class Service:
         """
         rec = self._validate("issue", request)
         secrets_ = [generate() for _ in range(rec.count)]
-        primary = self.ring.primary
-        tokens = [primary.token(s) for s in secrets_]
         from . import qr  # only print runs pay for the QR library
 
         written = [] if qr_dir is None else qr.write_run([s.code for s in secrets_], qr_dir, "card-", qr_format)
@@ -364,8 +498,9 @@ class Service:
                         f"output: the card codes could not be written ({exc.strerror or type(exc).__name__});"
                         " no card was stored"
                     ) from None
-            with self.store.transaction():
-                self.store.add_cards(tokens, primary.version)
+            with self.store.transaction():  # the primary as the database says, checked at its start
+                primary = self.ring.primary
+                self.store.add_cards([primary.token(s) for s in secrets_], primary.version)
         except StoreError as exc:
             qr.remove(written)
             raise StoreError(f"{exc.message}; no card was stored, any code shown for this run is void") from None
@@ -678,9 +813,12 @@ class Service:
     # -- entrance ------------------------------------------------------------------------
 
     def category_stats(self) -> suggest.StoreStats:
-        """Store-wide popularity and co-occurrence (cached; :meth:`refresh_stats` renews them)."""
-        if self._stats is None:
+        """Store-wide popularity and co-occurrence, cached until a refresh by any process
+        (:meth:`refresh_stats`, a purge, a retirement) moves the stats generation."""
+        generation = self.store.stats_generation()
+        if self._stats is None or generation != self._stats_generation:
             self._stats = suggest.StoreStats(*self.store.category_stats())
+            self._stats_generation = generation
         return self._stats
 
     def refresh_stats(self) -> dict:
@@ -688,7 +826,8 @@ class Service:
         here rather than in the next customer's ``enter``."""
         with self.store.transaction():
             counts = self.store.refresh_category_stats()
-        self._stats = suggest.StoreStats(*self.store.category_stats())
+        self._stats = None
+        self.category_stats()
         return counts
 
     def enter(self, request: Mapping, *, at: When = None) -> Entrance:
@@ -782,56 +921,89 @@ class Service:
 
     # -- keys --------------------------------------------------------------------------
 
-    def _save_ring(self) -> None:
+    def _save_ring(self, ring: KeyRing) -> None:
         if self.ring_path is not None:
-            self.ring.save(self.ring_path)
+            ring.save(self.ring_path)
+
+    @contextmanager
+    def _key_operation(self) -> Iterator[KeyRing]:
+        """Hold the key lock, bring file and database into agreement, and yield the ring file's
+        keys for the operation to change; afterwards ``self.ring`` follows the database."""
+        with key_lock(self.ring_path):
+            self._reconcile_keys()
+            try:
+                yield self._file_ring
+            finally:
+                self._refresh_ring()
+
+    def export_keys(self, dest: Path) -> None:
+        """Write the key ring, as file and database agree on it, to the new file ``dest`` (mode 0600,
+        durable), for a backup kept apart from the database's.
+
+        Raises:
+            KeyRingError: the key ring file is older than the database, or another ring.
+            PolicyViolation: ``dest`` exists (as a file or a link) or its directory is refused.
+            OutputError: the copy could not be written (nothing is left behind).
+        """
+        with self._key_operation() as ring:
+            files.create(dest, ring.to_json().encode("utf-8"), field="dest")
 
     def list_keys(self) -> list[dict]:
         """Versions, states and how many cards each still links (never key material)."""
-        return [
-            {"version": v.version, "state": v.state, "created": v.created, "cards": self.store.count_cards(v.version)}
-            for v in self.ring.versions
-        ]
+        with self.store.transaction():
+            count = self.store.count_cards
+            return [
+                {"version": v.version, "state": v.state, "created": v.created, "cards": count(v.version)}
+                for v in self.ring.versions
+            ]
 
     def rotate_keys(self, *, at: When = None) -> int:
-        """Add a new primary key version; the old primary becomes verify-only. Returns the new version."""
-        new = self.ring.rotate(self._day(at))
-        self._save_ring()
-        with self.store.transaction():
-            for v in self.ring.versions:
-                self.store.set_key_state(v.version, v.state)
-            self._record("key_rotated", {"primary": new.version})
+        """Add a new primary key version; the old primary becomes verify-only. Returns the new version.
+
+        Under the key lock: the ring file is written first, then the database records the new
+        states and moves the key generation, so every process switches to the new primary at
+        its next transaction. A crash in between leaves a version only the file knows, which
+        no process uses and the next key operation (or :meth:`prepare`) records.
+
+        Raises:
+            KeyRingError: the key ring file is older than the database.
+        """
+        day = self._day(at)
+        with self._key_operation() as ring:
+            new = ring.rotate(day)
+            self._save_ring(ring)
+            with self.store.transaction():
+                for v in ring.versions:
+                    self.store.set_key_state(v.version, v.state)  # moves the key generation
+                self._record("key_rotated", {"primary": new.version})
         return new.version
 
     def retire_key(self) -> Retirement:
         """Destroy the oldest verify-only key and purge every card still linked only under it.
 
-        The database purge commits first, then the key material is destroyed in the ring
-        file; a crash in between is completed on the next open (see ``_reconcile_keys``).
+        Under the key lock: the database purge commits first (with the key generation moved, so
+        no process presents a card under that version again), then the key material is destroyed
+        in the ring file; a crash in between is completed by the next key operation or
+        :meth:`prepare`. The store-wide category aggregates are recomputed without the purged
+        cards, and the WAL is checkpointed so their rows leave no copy in either file
+        (``wal_cleared`` is False when a reader's open snapshot kept the checkpoint from finishing).
 
         Raises:
-            KeyRingError: there is no verify-only key.
+            KeyRingError: there is no verify-only key, or the key ring file is older than the database.
         """
-        version = self.ring.oldest_verify_only().version
-        with self.store.transaction():
-            self.store.set_key_state(version, RETIRED)
-            purged = self.store.purge_key_version(version)
-            self._record("key_retired", {"version": version, "cards_purged": purged})
-        self.ring.retire(version)
-        self._save_ring()
-        return Retirement(version, purged)
+        with self._key_operation() as ring:
+            version = ring.oldest_verify_only().version
+            with self.store.transaction():
+                self.store.set_key_state(version, RETIRED)  # moves the key generation
+                purged = self.store.purge_key_version(version)
+                self.store.refresh_category_stats()
+                self._record("key_retired", {"version": version, "cards_purged": purged})
+            ring.retire(version)
+            self._save_ring(ring)
+        self._stats = None
+        return Retirement(version, purged, self.store.checkpoint())
 
     # -- backup ---------------------------------------------------------------------
-
-    def export_keys(self, dest: Path) -> None:
-        """Write a copy of the key ring to the new file ``dest`` (mode 0600, durable), for a
-        backup kept apart from the database's.
-
-        Raises:
-            PolicyViolation: ``dest`` exists (as a file or a link) or its directory is refused.
-            OutputError: the copy could not be written (nothing is left behind).
-        """
-        files.create(dest, self.ring.to_json().encode("utf-8"), field="dest")
 
     def backup(self, dest: Path) -> dict:
         """Copy the database to ``dest`` (consistent while terminals write). The key ring is
@@ -845,18 +1017,25 @@ class Service:
         Raises:
             StoreError: the backup is missing, damaged or of another schema version.
         """
-        self.store.restore_from(source)
-        self._stats = None
-        self._reconcile_keys()
-        purged = 0
-        with self.store.transaction():
-            for v in self.ring.versions:
-                if v.state == RETIRED and self.store.count_cards(v.version):
-                    purged += self.store.purge_key_version(v.version)
-            self._record("restored", {"cards_purged_again": purged})
-            recorded = self.recorded_policy()
-            if recorded != self.policy.fingerprint:  # the policy in force now, not the backup's
-                self._record("policy_applied", {"old": recorded, "new": self.policy.fingerprint})
+        with key_lock(self.ring_path):
+            keys_before, stats_before = self.store.key_generation(), self.store.stats_generation()
+            self.store.restore_from(source)
+            self._stats, self._recorded = None, False
+            self._reconcile_keys()
+            purged = 0
+            with self.store.transaction():
+                for v in self._file_ring.versions:
+                    if v.state == RETIRED and self.store.count_cards(v.version):
+                        purged += self.store.purge_key_version(v.version)
+                # the backup's counters may be behind what other processes saw: move past both
+                self.store.bump_key_generation(at_least=keys_before)
+                self.store.bump_stats_generation(at_least=stats_before)
+                self._record("restored", {"cards_purged_again": purged})
+                recorded = self.recorded_policy()
+                if recorded != self.policy.fingerprint:  # the policy in force now, not the backup's
+                    self._record("policy_applied", {"old": recorded, "new": self.policy.fingerprint})
+            self._refresh_ring()
+        self.store.checkpoint()  # cards purged again leave no copy in the WAL
         return {"cards": self.store.count_cards(), "cards_purged_again": purged}
 
     # -- policy and retention -------------------------------------------------------
@@ -918,6 +1097,8 @@ class Service:
             counts |= {"documents before": doc_cutoff, "history before": hist_cutoff}
             self._record("retention_purge", counts)
         counts |= {f"stats {k}": v for k, v in self.refresh_stats().items()}
+        if not self.store.checkpoint():  # what was folded or compacted leaves no copy, unless a reader holds it
+            counts["wal cleared"] = False
         return counts
 
 

@@ -12,7 +12,11 @@ nothing else about the card. Around it:
 * ``visits``  - per card and day: number of visits and spend;
 * ``coupons`` - coupons printed for a card, keyed by a keyed digest of the id printed
   on the slip (never the id), for single use and the entrance's fatigue rules;
-* ``key_versions`` - the states of the key ring's versions (never the material).
+* ``key_versions`` - the states of the key ring's versions (never the material);
+* ``generations`` - one row of counters: ``keys`` moves with every change of the key
+  states, ``stats`` with every refresh of the store-wide category aggregates. A
+  long-lived process reads them at the start of a transaction (one primary-key
+  SELECT) and reloads what it caches when they moved.
 
 The database enforces its own rules with triggers: ledger entries and documents
 can never be updated, and can be deleted only when their card's key version is
@@ -29,7 +33,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,9 +259,40 @@ def _migrate_5(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_4(conn: sqlite3.Connection) -> None:
+    """Generation counters: the database is the authority on key states, seen by every process.
+
+    Every change of the key states bumps ``keys`` in the same transaction (the triggers make
+    sure of it, whatever code changes them); every refresh of the category aggregates bumps
+    ``stats``. Both only move forward, and so does each key version's state.
+    """
+    conn.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS generations (
+            id INTEGER PRIMARY KEY CHECK (id = 1), keys INTEGER NOT NULL, stats INTEGER NOT NULL
+        ) STRICT;
+        INSERT OR IGNORE INTO generations (id, keys, stats) VALUES (1, 0, 0);
+        CREATE TRIGGER IF NOT EXISTS generations_forward BEFORE UPDATE ON generations
+        WHEN NEW.keys < OLD.keys OR NEW.stats < OLD.stats OR NEW.id IS NOT OLD.id
+        BEGIN SELECT RAISE(ABORT, 'generations only move forward'); END;
+        CREATE TRIGGER IF NOT EXISTS generations_no_delete BEFORE DELETE ON generations
+        BEGIN SELECT RAISE(ABORT, 'the generations row is never deleted'); END;
+        CREATE TRIGGER IF NOT EXISTS key_versions_new_generation AFTER INSERT ON key_versions
+        BEGIN UPDATE generations SET keys = keys + 1 WHERE id = 1; END;
+        CREATE TRIGGER IF NOT EXISTS key_versions_next_generation AFTER UPDATE OF state ON key_versions
+        WHEN NEW.state IS NOT OLD.state
+        BEGIN UPDATE generations SET keys = keys + 1 WHERE id = 1; END;
+        CREATE TRIGGER IF NOT EXISTS key_versions_forward BEFORE UPDATE ON key_versions
+        WHEN NEW.version IS NOT OLD.version
+          OR instr('primary verify-only retired', NEW.state) < instr('primary verify-only retired', OLD.state)
+        BEGIN SELECT RAISE(ABORT, 'a key state only moves forward: primary, verify-only, retired'); END;
+        """
+    )
+
+
 # Numbered migrations, applied in ascending order above the database's user_version;
 # the schema version is the highest number.
-_MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 5: _migrate_5}
+_MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5}
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
@@ -345,6 +380,8 @@ class Store:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
         self.path = str(path)
+        # called right after every BEGIN, inside the transaction (the service checks its key ring there)
+        self.on_begin: Callable[[], None] | None = None
         try:
             _private_file(self.path)
             self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_ms / 1000)
@@ -411,6 +448,8 @@ class Store:
                     raise StoreError(f"database {self.path}: still locked by another writer; try again") from None
                 time.sleep(0.05 * 2**attempt)
         try:
+            if self.on_begin is not None:
+                self.on_begin()
             yield
             self.conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
@@ -501,7 +540,36 @@ class Store:
             src.close()
         self._migrate()  # a backup from an older anoncard is brought up to this schema
 
+    def checkpoint(self) -> bool:
+        """Copy every WAL frame into the database file and truncate the WAL to zero bytes, so rows
+        just deleted (secure_delete zeroes them in the pages) leave no older copy in either file.
+
+        Call outside a transaction. Idle connections do not stand in the way; a reader inside a
+        transaction holds its snapshot, and after the busy timeout this gives up and returns False
+        (the frames stay in the WAL until the next checkpoint). True when the WAL is empty.
+        """
+        busy, _log, _done = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return busy == 0
+
     # -- key versions -----------------------------------------------------------
+
+    def key_generation(self) -> int:
+        """The counter every change of the key states moves (one primary-key read)."""
+        return self.conn.execute("SELECT keys FROM generations WHERE id = 1").fetchone()[0]
+
+    def bump_key_generation(self, at_least: int = 0) -> int:
+        """Move the key generation on, to above ``at_least`` too; returns the new value. Changes of
+        key states move it by themselves (triggers); a restore, which replaces the content whole,
+        calls this with the generation from before, so every process sees that the states moved."""
+        self.conn.execute("UPDATE generations SET keys = max(keys, ?) + 1 WHERE id = 1", (at_least,))
+        return self.key_generation()
+
+    def stats_generation(self) -> int:
+        """The counter every refresh of the category aggregates moves."""
+        return self.conn.execute("SELECT stats FROM generations WHERE id = 1").fetchone()[0]
+
+    def bump_stats_generation(self, at_least: int = 0) -> None:
+        self.conn.execute("UPDATE generations SET stats = max(stats, ?) + 1 WHERE id = 1", (at_least,))
 
     def key_states(self) -> dict[int, str]:
         return dict(self.conn.execute("SELECT version, state FROM key_versions"))
@@ -832,7 +900,9 @@ class Store:
 
     def refresh_category_stats(self, recent_days: int = 14) -> dict[str, int]:
         """Recompute store-wide, card-free aggregates: category popularity (over the history
-        kept and over the last ``recent_days`` of it) and same-day co-occurrence."""
+        kept and over the last ``recent_days`` of it) and same-day co-occurrence; moves the
+        stats generation, so other processes drop what they cached."""
+        self.bump_stats_generation()
         total = self.conn.execute("SELECT coalesce(sum(visits), 0) FROM visits").fetchone()[0]
         self.conn.execute("DELETE FROM category_stats")
         self.conn.execute("DELETE FROM category_pairs")

@@ -155,7 +155,13 @@ def command(group: click.Group, name: str, **kwargs):
 
 
 def _open(obj: dict) -> Service:
-    return Service.open(obj["home"])
+    """Open the home and run its startup step (the audit opens without it: it never writes)."""
+    svc = Service.open(obj["home"])
+    try:
+        return svc.prepare()
+    except BaseException:
+        svc.close()
+        raise
 
 
 def _print(as_json: bool, data, human: str) -> None:

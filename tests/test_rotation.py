@@ -56,7 +56,7 @@ def test_retire_without_verify_only_key_is_refused(svc):
         svc.retire_key()
 
 
-def test_interrupted_retirement_is_completed_on_next_open(home):
+def test_interrupted_retirement_is_completed_by_the_startup_step(home):
     """The database purge committed but the ring file still holds the material."""
     with Service.open(home, clock=fixed_clock) as svc:
         (card,) = svc.issue_cards({"count": 1})
@@ -67,13 +67,23 @@ def test_interrupted_retirement_is_completed_on_next_open(home):
             svc.store.purge_key_version(1)
     assert KeyRing.load(home / "keyring.json").versions[0].material is not None
     with Service.open(home, clock=fixed_clock) as svc:
-        assert svc.ring.versions[0].state == RETIRED
+        # without the startup step, the database's word already holds: v1 is not used
+        with pytest.raises(UnknownCard):
+            svc.balance({"card": card.code})
+        assert svc.ring.versions[0].state == RETIRED and svc.ring.versions[0].material is None
+        assert KeyRing.load(home / "keyring.json").versions[0].material is not None  # opening wrote nothing
+        svc.prepare()
     assert KeyRing.load(home / "keyring.json").versions[0].material is None
 
 
-def test_rotation_that_reached_only_the_ring_file_is_recorded_on_next_open(home):
+def test_rotation_that_reached_only_the_ring_file_is_recorded_by_the_startup_step(home):
     ring = KeyRing.load(home / "keyring.json")
     ring.rotate("2015-03-09")
     ring.save(home / "keyring.json")
     with Service.open(home, clock=fixed_clock) as svc:
+        (card,) = svc.issue_cards({"count": 1})  # the version only the file knows is not used yet
+        assert svc.store.key_states() == {1: "primary"}
+        assert svc.list_keys()[0]["cards"] == 1
+        svc.prepare()
         assert svc.store.key_states() == {1: "verify-only", 2: "primary"}
+        assert svc.balance({"card": card.code}).relinked
