@@ -10,21 +10,21 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
 
+from anoncard import protocol
 from anoncard.errors import AnonCardError, PolicyViolation
-from anoncard.serve import decode
 from anoncard.service import Service, init_home
 
-MAX_INPUT_BYTES = 1 << 20
+MAX_INPUT_BYTES = protocol.MAX_REQUEST_BYTES
 
 
 def _emit_error(exc: AnonCardError, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
+        click.echo(json.dumps(protocol.envelope(exc)))
     click.echo(f"Error: {exc.message}", err=True)
     sys.exit(exc.exit_code)
 
@@ -82,10 +82,8 @@ def _print(as_json: bool, data, human: str) -> None:
 def _read_request(source: str) -> object:
     stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
     with stream:
-        data = stream.read(MAX_INPUT_BYTES + 1)
-    if len(data) > MAX_INPUT_BYTES:
-        raise PolicyViolation(f"request: larger than {MAX_INPUT_BYTES} bytes", field="input")
-    return decode(data)
+        data = protocol.read_bounded(stream)
+    return protocol.decode(data)
 
 
 def _lines(values: tuple[str, ...]) -> list[dict]:
@@ -108,13 +106,16 @@ def _request(input_: str | None, flags: dict) -> object:
     return given
 
 
-def _at(value: str | None) -> date | datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise PolicyViolation("field 'at': must be an ISO date such as 2026-11-22", field="at") from None
+def _at(value: str | None) -> datetime | None:
+    return None if value is None else protocol.parse_at(value)
+
+
+def _run(obj: dict, name: str, request: object, at: str | None = None) -> object:
+    """One terminal operation through the protocol module (the same path as serve and HTTP)."""
+    if at is not None and isinstance(request, dict):
+        request = {**request, "at": at}
+    with _open(obj) as svc:
+        return protocol.run(protocol.BY_NAME[name], protocol.Context(svc, obj["home"]), request)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -248,10 +249,7 @@ def checkout(obj, as_json, card_code, txn, lines, coupon_codes, input_, at):
           | anoncard checkout --input -
     """
     flags = {"card": card_code, "txn": txn, "lines": _lines(lines) if lines else None, "coupons": list(coupon_codes)}
-    request = _request(input_, flags)
-    when = _at(at)
-    with _open(obj) as svc:
-        r = svc.checkout(request, at=when)
+    r = _run(obj, "checkout", _request(input_, flags), at)
     _print(as_json, r.to_dict(), _receipt_text(r))
 
 
@@ -269,8 +267,7 @@ def refund(obj, as_json, txn, refund_id, lines, input_):
       anoncard refund --txn store7-till3-000123 --refund-id R-77 --line coffee=7.99
     """
     request = _request(input_, {"txn": txn, "refund_id": refund_id, "lines": _lines(lines) if lines else None})
-    with _open(obj) as svc:
-        r = svc.refund(request)
+    r = _run(obj, "refund", request)
     _print(as_json, r.to_dict(), _receipt_text(r))
 
 
@@ -284,9 +281,7 @@ def balance(obj, as_json, card_code, input_):
     Example:
       anoncard balance --card C1-...
     """
-    request = _request(input_, {"card": card_code})
-    with _open(obj) as svc:
-        b = svc.balance(request)
+    b = _run(obj, "balance", _request(input_, {"card": card_code}))
     lines = [f"points {b.points}, visits {b.visits}"]
     lines += [
         f"  {d['day']}  {d['kind']:<8} {d['points']:+6d}  {d['spend']:>9}  {d.get('item', '')}".rstrip()
@@ -307,9 +302,7 @@ def redeem(obj, as_json, card_code, reward, txn, input_):
     Example:
       anoncard redeem --card C1-... --reward coffee --txn store7-till3-000124
     """
-    request = _request(input_, {"card": card_code, "reward": reward, "txn": txn})
-    with _open(obj) as svc:
-        r = svc.redeem(request)
+    r = _run(obj, "redeem", _request(input_, {"card": card_code, "reward": reward, "txn": txn}))
     _print(as_json, r.to_dict(), _receipt_text(r))
 
 
@@ -331,13 +324,12 @@ def enter(obj, as_json, card_code, input_, qr_dir, qr_format, preview, at):
       anoncard enter --card C1-... --qr-dir ./coupons
     """
     request = _request(input_, {"card": card_code})
-    when = _at(at)
+    _at(at)
     if qr_dir is not None:
         from anoncard import qr
 
         qr.prepare(qr_dir, "coupon-", qr_format, fresh=False)  # the column's printer spool: reused
-    with _open(obj) as svc:
-        result = svc.enter(request, at=when)
+    result = _run(obj, "enter", request, at)
     files = []
     if qr_dir is not None:
         files = [str(qr.write(c.code, qr_dir, f"coupon-{i:02d}", qr_format)) for i, c in enumerate(result.coupons, 1)]
@@ -370,18 +362,14 @@ def serve(obj):
     Example:
       echo '{"op": "balance", "card": "C1-..."}' | anoncard serve
     """
-    from anoncard.serve import handle
+    from anoncard import serve as serve_mod
 
     try:
         svc = _open(obj)
     except AnonCardError as exc:
         _emit_error(exc, False)
     with svc:
-        out = sys.stdout
-        for line in sys.stdin.buffer:
-            if line.strip():
-                out.write(handle(svc, line.rstrip(b"\r\n")) + "\n")
-                out.flush()
+        serve_mod.run(protocol.Context(svc, obj["home"]), sys.stdin.buffer, sys.stdout)
 
 
 @main.group("coupons")
@@ -402,9 +390,8 @@ def coupons_public_key(obj, as_json):
     Example:
       anoncard coupons public-key > coupon-key.pub
     """
-    with _open(obj) as svc:
-        key = svc.ring.coupon_public_key_text()
-    _print(as_json, {"ed25519_public_key": key, "key_id": svc.ring.coupon_key_id}, key)
+    result = _run(obj, "coupon_public_key", {})
+    _print(as_json, result, result["ed25519_public_key"])
 
 
 @command(main, "backup")
