@@ -124,7 +124,7 @@ def bounded_lines(stream: IO[bytes], limit: int = MAX_REQUEST_BYTES, chunk: int 
 
 # -- time ---------------------------------------------------------------------------
 
-_ISO = re.compile(
+ISO_8601 = re.compile(
     r"\d{4}-\d{2}-\d{2}"
     r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?"
 )
@@ -139,7 +139,7 @@ def parse_at(value: object) -> datetime:
     Raises:
         PolicyViolation: not a string of that form, or not a real date and time (the value is not echoed).
     """
-    if not isinstance(value, str) or len(value) > 40 or not _ISO.fullmatch(value):
+    if not isinstance(value, str) or len(value) > 40 or not ISO_8601.fullmatch(value):
         raise PolicyViolation(AT_RULE, field="at")
     try:
         when = datetime.fromisoformat(value)

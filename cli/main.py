@@ -372,6 +372,97 @@ def serve(obj):
         serve_mod.run(protocol.Context(svc, obj["home"]), sys.stdin.buffer, sys.stdout)
 
 
+@main.command("server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Server certificate (PEM): HTTPS.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="Private key of --tls-cert (PEM).")
+@click.option("--client-ca", type=click.Path(dir_okay=False, exists=True),
+              help="Admit only clients with a certificate from this CA (mutual TLS).")  # fmt: skip
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Database threads per process (each with its own connection).")  # fmt: skip
+@click.pass_obj
+def server(obj, host, port, tls_cert, tls_key, client_ca, workers, threads):
+    """The store server: every terminal operation over HTTP(S), one bearer key per terminal.
+
+    Add terminals first ('anoncard terminals add'); see /openapi.json for the operations.
+
+    \b
+    Example:
+      anoncard server --host 0.0.0.0 --port 8443 --tls-cert server.pem --tls-key server.key
+    """
+    from anoncard import http
+
+    try:
+        http.serve(obj["home"], host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca,
+                   workers=workers, threads=threads)  # fmt: skip
+    except AnonCardError as exc:
+        _emit_error(exc, False)
+
+
+@main.group("terminals")
+def terminals_group() -> None:
+    """Terminals of the store server: add (shows the key once), list, revoke.
+
+    \b
+    Example:
+      anoncard terminals add --name store7-till3 --role till
+      anoncard terminals list
+      anoncard terminals revoke --name store7-till3
+    """
+
+
+@command(terminals_group, "add")
+@click.option("--name", help="The terminal's name, e.g. store7-till3.")
+@click.option("--role", help="till, entrance, kiosk, operator or auditor.")
+def terminals_add(obj, as_json, name, role):
+    """Add a terminal and print its bearer key - the only time it is shown.
+
+    \b
+    Example:
+      anoncard terminals add --name store7-entrance --role entrance
+    """
+    r = _run(obj, "terminals_add", {k: v for k, v in {"name": name, "role": role}.items() if v is not None})
+    _print(as_json, r, r["key"])
+    if not as_json:
+        click.echo(f"terminal {r['name']} ({r['role']}): keep this key; it is not shown again", err=True)
+
+
+@command(terminals_group, "list")
+def terminals_list(obj, as_json):
+    """Terminals, their roles and days (never keys).
+
+    \b
+    Example:
+      anoncard terminals list
+    """
+    rows = _run(obj, "terminals_list", {})["terminals"]
+    _print(
+        as_json,
+        rows,
+        "\n".join(
+            f"{t['name']:<24} {t['role']:<9} added {t['created']}"
+            + (f", revoked {t['revoked']}" if t["revoked"] else "")
+            for t in rows
+        )
+        or "no terminals",
+    )
+
+
+@command(terminals_group, "revoke")
+@click.option("--name", help="The terminal to revoke.")
+def terminals_revoke(obj, as_json, name):
+    """Revoke a terminal's key; the server refuses it from the next request on.
+
+    \b
+    Example:
+      anoncard terminals revoke --name store7-till3
+    """
+    r = _run(obj, "terminals_revoke", {} if name is None else {"name": name})
+    _print(as_json, r, f"terminal {r['name']} revoked on {r['revoked']}")
+
+
 @main.group("coupons")
 def coupons_group() -> None:
     """Coupon keys for terminals that verify coupons offline.
