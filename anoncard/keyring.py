@@ -21,7 +21,8 @@ database keeps no store-level movement profile while retries still match; a seco
 sub-key of it chains the event log, so whoever can write the database alone cannot
 rewrite its history; a third binds coupons to the card they were issued to; a fourth
 turns the id printed on a coupon into the keyed digest the database stores (and a
-fifth seals the id for a reprint), so a coupon slip alone finds no row.
+fifth seals the id for a reprint), so a coupon slip alone finds no row; a sixth turns
+terminals' bearer keys into the digests the database keeps.
 
 The file is JSON, written atomically (temporary file, fsync, rename, fsync of the
 directory) with mode 0600, and refused when group or others may read it.
@@ -62,6 +63,7 @@ EVENT_LOG = "event-log"
 COUPON_BINDING = "coupon-binding"
 COUPON_ID = "coupon-id"
 COUPON_SEAL = "coupon-id-seal"
+TERMINAL_KEY = "terminal-key"
 
 
 def derive(master: bytes, purpose: str) -> bytes:
@@ -153,6 +155,9 @@ class KeyRing:
         self._coupon_seal_mac = hmac.new(
             derive(reference_key, COUPON_SEAL), f"anoncard/{COUPON_SEAL}\x00".encode(), hashlib.sha256
         )
+        self._terminal_mac = hmac.new(
+            derive(reference_key, TERMINAL_KEY), f"anoncard/{TERMINAL_KEY}\x00".encode(), hashlib.sha256
+        )
 
     def __repr__(self) -> str:
         return f"KeyRing(versions={[(v.version, v.state) for v in self.versions]})"
@@ -213,6 +218,12 @@ class KeyRing:
 
     def unseal_coupon_id(self, sealed: bytes, digest: bytes) -> bytes:
         return self.seal_coupon_id(sealed, digest)
+
+    def terminal_digest(self, key: bytes) -> bytes:
+        """The keyed digest a terminal's bearer key is stored as (the key itself never is)."""
+        mac = self._terminal_mac.copy()
+        mac.update(key)
+        return mac.digest()
 
     def coupon_private_key(self):
         """The Ed25519 key that signs coupons (only the store server holds it)."""

@@ -789,16 +789,14 @@ class Service:
             "redeem", rec.txn, -reward.points, balance - reward.points, reward=reward.name, relinked=relinked
         )
 
-    def balance(self, request: Mapping, *, at: When = None) -> Balance:
-        """Points, visits and recent documents of the presented card (``at`` is accepted for symmetry).
+    def balance(self, request: Mapping) -> Balance:
+        """Points, visits and recent documents of the presented card.
 
         Raises:
             PolicyViolation, CardError: the gate refused the request.
             UnknownCard: no card matches.
         """
         rec = self._validate("balance", request)
-        if at is not None:
-            self._day(at)
         with self.store.transaction():
             card, relinked = self._resolve(rec.card)
             points = card.balance
