@@ -1,0 +1,38 @@
+"""A till process for the offline tests: sends a seeded checkout stream through TillClient.
+
+ANONCARD_TILL_KEY=KEY python tests/till_stream.py URL OUTBOX CODES_FILE STREAM N [--drain]
+
+Prints ``sent TXN`` once each checkout returned (delivered or queued: either way it is
+safe on disk or on the server), then, with ``--drain``, replays the outbox until it is
+empty and prints ``drained``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from anoncard.client import Backoff, TillClient  # noqa: E402
+from tests.till_helpers import stream_request  # noqa: E402
+
+
+def main() -> None:
+    url, outbox, codes_file, stream, n = sys.argv[1:6]
+    codes = Path(codes_file).read_text().split()
+    key = os.environ["ANONCARD_TILL_KEY"]
+    with TillClient(url, key, Path(outbox), timeout=2.0, backoff=Backoff(base=0.05, cap=0.5)) as till:
+        for i in range(int(n)):
+            till.checkout(stream_request(codes, stream, i))
+            print(f"sent {stream}-{i}", flush=True)
+        if "--drain" in sys.argv:
+            while till.flush().remaining:
+                time.sleep(0.05)
+            print("drained", flush=True)
+
+
+if __name__ == "__main__":
+    main()
