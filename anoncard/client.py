@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import AnonCardError, CardError, CouponError, LedgerError, PolicyViolation, UnknownCard
-from .outbox import QUEUEABLE, DeadLetter, Outbox, Queued
+from .outbox import QUEUEABLE, Outbox, Queued, Status
 
 TERMINAL_OPS = ("checkout", "refund", "redeem", "balance", "enter")
 MAX_MESSAGE = 300  # a server message longer than this is cut: it is printed on the till
@@ -109,24 +109,6 @@ class FlushReport:
 
     def to_dict(self) -> dict:
         return {"delivered": self.delivered, "dead": self.dead, "remaining": self.remaining, "stopped": self.stopped}
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    queued: int
-    dead_letters: list[DeadLetter]
-    oldest_sale: str | None
-    last_error: str | None
-    next_attempt_at: str | None
-
-    def to_dict(self) -> dict:
-        return {
-            "queued": self.queued,
-            "oldest_sale": self.oldest_sale,
-            "last_error": self.last_error,
-            "next_attempt_at": self.next_attempt_at,
-            "dead_letters": [d.to_dict() for d in self.dead_letters],
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,15 +394,7 @@ class TillClient:
         return FlushReport(delivered, dead, self.outbox.count(), stopped, refused)
 
     def status(self) -> Status:
-        pending = self.outbox.pending()
-        head = pending[0] if pending else None
-        return Status(
-            queued=len(pending),
-            dead_letters=self.outbox.dead_letters(),
-            oldest_sale=head.sale_at if head else None,
-            last_error=head.last_error if head else None,
-            next_attempt_at=head.next_attempt_at if head else None,
-        )
+        return self.outbox.status()
 
     def pending(self) -> list[Queued]:
         return self.outbox.pending()

@@ -113,6 +113,26 @@ class DeadLetter:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What the outbox holds: the queue's length and head, and the dead letters."""
+
+    queued: int
+    dead_letters: list[DeadLetter]
+    oldest_sale: str | None
+    last_error: str | None
+    next_attempt_at: str | None
+
+    def to_dict(self) -> dict:
+        return {
+            "queued": self.queued,
+            "oldest_sale": self.oldest_sale,
+            "last_error": self.last_error,
+            "next_attempt_at": self.next_attempt_at,
+            "dead_letters": [d.to_dict() for d in self.dead_letters],
+        }
+
+
 def document_number(op: str, body: dict) -> str:
     """The document number that makes a request exactly-once (a refund's own id, else the txn)."""
     if op == "refund" and isinstance(body.get("refund_id"), str):
@@ -234,6 +254,17 @@ class Outbox:
             " FROM dead_letters ORDER BY seq"
         ).fetchall()
         return [DeadLetter(r[0], r[1], r[2], json.loads(r[3]), *r[4:]) for r in rows]
+
+    def status(self) -> Status:
+        pending = self.pending()
+        head = pending[0] if pending else None
+        return Status(
+            queued=len(pending),
+            dead_letters=self.dead_letters(),
+            oldest_sale=head.sale_at if head else None,
+            last_error=head.last_error if head else None,
+            next_attempt_at=head.next_attempt_at if head else None,
+        )
 
     def dismiss(self, seq: int) -> bool:
         """An operator has dealt with a dead letter: drop it. False if there was none."""

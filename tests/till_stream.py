@@ -2,7 +2,7 @@
 
 ANONCARD_TILL_KEY=KEY python tests/till_stream.py URL OUTBOX CODES_FILE STREAM N [--drain]
 
-Prints ``sent TXN`` once each checkout returned (delivered or queued: either way it is
+Prints ``sent TXN queued|delivered`` once each checkout returned (delivered or queued: either way it is
 safe on disk or on the server), then, with ``--drain``, replays the outbox until it is
 empty and prints ``drained``.
 """
@@ -26,8 +26,8 @@ def main() -> None:
     key = os.environ["ANONCARD_TILL_KEY"]
     with TillClient(url, key, Path(outbox), timeout=2.0, backoff=Backoff(base=0.05, cap=0.5)) as till:
         for i in range(int(n)):
-            till.checkout(stream_request(codes, stream, i))
-            print(f"sent {stream}-{i}", flush=True)
+            sent = till.checkout(stream_request(codes, stream, i))
+            print(f"sent {stream}-{i} {'queued' if sent.queued else 'delivered'}", flush=True)
         if "--drain" in sys.argv:
             while till.flush().remaining:
                 time.sleep(0.05)
