@@ -71,6 +71,7 @@ class Unauthenticated(RemoteError):
 _REMOTE = {
     "policy_violation": PolicyViolation,
     "usage": PolicyViolation,
+    "usage_error": PolicyViolation,
     "card_error": CardError,
     "unknown_card": UnknownCard,
     "ledger_error": LedgerError,
@@ -194,6 +195,9 @@ class _Transport:
                 self._conn.request(method, self._prefix + path, body=data, headers=self._headers)
                 response = self._conn.getresponse()
                 raw = response.read()
+            except ssl.SSLCertVerificationError:
+                self.close()
+                raise _Unreachable("tls_error") from None  # a certificate that does not verify: nothing was sent
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 if reused and isinstance(exc, (ConnectionError, http.client.RemoteDisconnected)):

@@ -13,7 +13,7 @@ import pytest
 from anoncard import LedgerError, Programme, Service
 from anoncard.client import Backoff, Offline, TillClient, Unauthenticated
 from tests.conftest import basket
-from tests.till_helpers import KEY, ServerProcess, expected_points, free_port
+from tests.till_helpers import KEY, ServerProcess, expected_points, free_port, self_signed
 
 
 class Clock:
@@ -200,3 +200,15 @@ def test_an_outbox_readable_by_others_is_refused(tmp_path):
     with pytest.raises(Exception, match="readable or writable by others") as info:
         TillClient(dead_url(), KEY, path)
     assert info.value.code == "outbox_error"
+
+
+def test_https_is_verified_against_the_ca_file_and_an_unverified_server_gets_nothing(home, cards, tmp_path):
+    cert, key = self_signed(tmp_path)
+    request = {"card": cards[0], "txn": "tls-1", "lines": basket(("dairy", "2.00"))}
+    with ServerProcess(home, tls=(cert, key)) as server:
+        with TillClient(server.url, KEY, tmp_path / "untrusting.db") as client:
+            sent = client.checkout(request)
+            assert sent.queued and sent.reason == "tls_error"  # kept for later, and not sent to that server
+        assert points(home, cards[0]) == 0
+        with TillClient(server.url, KEY, tmp_path / "trusting.db", cafile=cert) as client:
+            assert client.checkout(request).result["points"] == 2

@@ -1,11 +1,11 @@
 """A small HTTP server speaking the terminal half of the wire contract over a real home, for the client tests.
 
-ANONCARD_TILL_KEY=KEY python tests/wire_server.py HOME PORT [--fail-with STATUS]
+ANONCARD_TILL_KEY=KEY python tests/wire_server.py HOME PORT [--fail-with STATUS] [--tls CERT KEY]
 
 The terminal operations (``POST /v1/<op>``) go through the real service (gate, key ring,
 SQLite); the bearer key is compared in constant time; errors use the contract's envelope
 and statuses. ``--fail-with 503`` answers every request with that status instead, to
-show how the client treats a server that is up but failing. Prints ``ready`` when it
+show how the client treats a server that is up but failing; ``--tls`` serves https. Prints ``ready`` when it
 listens.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import ssl
 import sys
 import threading
 from datetime import datetime
@@ -36,7 +37,7 @@ def status_of(exc: AnonCardError) -> int:
     return 400 if exc.code == "card_error" else 503
 
 
-def serve(home: Path, port: int, key: str, fail_with: int | None) -> None:
+def serve(home: Path, port: int, key: str, fail_with: int | None, tls: tuple[str, str] | None) -> None:
     lock = threading.Lock()
     local = threading.local()
 
@@ -87,6 +88,10 @@ def serve(home: Path, port: int, key: str, fail_with: int | None) -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print("ready", flush=True)
     server.serve_forever()
 
@@ -94,4 +99,5 @@ def serve(home: Path, port: int, key: str, fail_with: int | None) -> None:
 if __name__ == "__main__":
     args = sys.argv[1:]
     fail = int(args[args.index("--fail-with") + 1]) if "--fail-with" in args else None
-    serve(Path(args[0]), int(args[1]), os.environ["ANONCARD_TILL_KEY"], fail)
+    tls = (args[args.index("--tls") + 1], args[args.index("--tls") + 2]) if "--tls" in args else None
+    serve(Path(args[0]), int(args[1]), os.environ["ANONCARD_TILL_KEY"], fail, tls)
