@@ -120,7 +120,7 @@ class Backoff:
     cap: float = 60.0
 
     def delay(self, attempts: int, retry_after: float | None = None) -> timedelta:
-        seconds = min(self.cap, self.base * 2 ** max(attempts - 1, 0))
+        seconds = min(self.cap, self.base * 2 ** min(max(attempts - 1, 0), 64))  # a till offline for days: no overflow
         if retry_after is not None:
             seconds = max(seconds, min(retry_after, self.cap))
         return timedelta(seconds=seconds)
