@@ -88,9 +88,10 @@ def till(ctx: click.Context, server, key_file, key, outbox, ca_file, timeout) ->
 
     \b
     Example:
+      export ANONCARD_SERVER=https://store7:8443
       export ANONCARD_TILL_KEY=...   # or --key-file /etc/anoncard/till.key
-      anoncard till --server https://store7:8443 checkout --card C1-... --txn t3-000123 --line dairy=3.49
-      anoncard till --server https://store7:8443 flush
+      anoncard till checkout --card C1-... --txn t3-000123 --line dairy=3.49
+      anoncard till flush
       anoncard till status
     """
     ctx.obj = {
@@ -115,7 +116,7 @@ def till_checkout(obj, as_json, card_code, txn, lines, coupon_codes, input_):
 
     \b
     Example:
-      anoncard till --server http://store7:8080 checkout --card C1-... --txn t3-000123 --line dairy=3.49
+      ANONCARD_SERVER=http://store7:8080 anoncard till checkout --card C1-... --txn t3-000123 --line dairy=3.49
     """
     flags = {"card": card_code, "txn": txn, "lines": _lines(lines) if lines else None, "coupons": list(coupon_codes)}
     request = _request(input_, flags)
@@ -134,7 +135,7 @@ def till_refund(obj, as_json, txn, refund_id, lines, input_):
 
     \b
     Example:
-      anoncard till --server http://store7:8080 refund --txn t3-000123 --refund-id R-77 --line dairy=3.49
+      ANONCARD_SERVER=http://store7:8080 anoncard till refund --txn t3-000123 --refund-id R-77 --line dairy=3.49
     """
     request = _request(input_, {"txn": txn, "refund_id": refund_id, "lines": _lines(lines) if lines else None})
     with _client(obj) as client:
@@ -152,7 +153,7 @@ def till_redeem(obj, as_json, card_code, reward, txn, input_):
 
     \b
     Example:
-      anoncard till --server http://store7:8080 redeem --card C1-... --reward coffee --txn t3-000124
+      ANONCARD_SERVER=http://store7:8080 anoncard till redeem --card C1-... --reward coffee --txn t3-000124
     """
     request = _request(input_, {"card": card_code, "reward": reward, "txn": txn})
     with _client(obj) as client:
@@ -168,7 +169,7 @@ def till_balance(obj, as_json, card_code, input_):
 
     \b
     Example:
-      anoncard till --server http://store7:8080 balance --card C1-...
+      ANONCARD_SERVER=http://store7:8080 anoncard till balance --card C1-...
     """
     request = _request(input_, {"card": card_code})
     with _client(obj) as client:
@@ -189,7 +190,7 @@ def till_enter(obj, as_json, card_code, input_):
 
     \b
     Example:
-      anoncard till --server http://store7:8080 enter --card C1-...
+      ANONCARD_SERVER=http://store7:8080 anoncard till enter --card C1-...
     """
     request = _request(input_, {"card": card_code})
     with _client(obj) as client:
@@ -206,7 +207,7 @@ def till_flush(obj, as_json):
 
     \b
     Example:
-      anoncard till --server http://store7:8080 flush
+      ANONCARD_SERVER=http://store7:8080 anoncard till flush
     """
     from anoncard.client import Offline
 
