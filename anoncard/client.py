@@ -148,8 +148,9 @@ class _Transport:
         parts = urlsplit(server)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise PolicyViolation("option 'server': must be an http:// or https:// URL with a host", field="server")
-        if not key or any(ch.isspace() for ch in key):
-            raise PolicyViolation("option 'key': must be a non-empty terminal key without spaces", field="key")
+        if not key or not key.isascii() or not key.isprintable() or " " in key:
+            raise PolicyViolation("option 'key': must be a non-empty terminal key of printable ASCII without spaces",
+                                  field="key")  # fmt: skip
         self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
         self._prefix = parts.path.rstrip("/")
         self._headers = {
@@ -214,6 +215,8 @@ class _Transport:
             parsed = None
         if status >= 500 or status in _RETRY:
             raise _Unreachable(_code(parsed) or f"http_{status}", retry_after)
+        if status // 100 == 2 and not isinstance(parsed, dict):
+            raise _Unreachable("bad_answer")  # not the contract's answer: keep the request and retry
         return _Answer(status, parsed)
 
 

@@ -212,3 +212,21 @@ def test_https_is_verified_against_the_ca_file_and_an_unverified_server_gets_not
         assert points(home, cards[0]) == 0
         with TillClient(server.url, KEY, tmp_path / "trusting.db", cafile=cert) as client:
             assert client.checkout(request).result["points"] == 2
+
+
+@pytest.mark.parametrize(
+    ("server", "key", "needle"),
+    [
+        ("ftp://store7", KEY, "option 'server': must be an http:// or https:// URL"),
+        ("http://", KEY, "option 'server'"),
+        ("http://127.0.0.1:1", "", "option 'key'"),
+        ("http://127.0.0.1:1", "schlüssel-ä", "option 'key': must be a non-empty terminal key of printable ASCII"),
+        ("http://127.0.0.1:1", "two words", "option 'key'"),
+        ("http://127.0.0.1:1", "line\nbreak", "option 'key'"),
+    ],
+)
+def test_a_malformed_server_or_key_is_refused_before_anything_is_sent_or_created(tmp_path, server, key, needle):
+    with pytest.raises(Exception, match=needle) as info:
+        TillClient(server, key, tmp_path / "outbox.db")
+    assert info.value.code == "policy_violation"
+    assert (not key or key not in str(info.value)) and not (tmp_path / "outbox.db").exists()
