@@ -97,3 +97,40 @@ class CouponError(AnonCardError):
 
     code = "coupon_error"
     exit_code = 11
+
+
+class RequestTooLarge(PolicyViolation):
+    """A request (a serve line, a ``--input`` document, an HTTP body) is over the size limit."""
+
+    code = "too_large"
+
+
+class NotJson(PolicyViolation):
+    """An HTTP request body is not declared as JSON (``Content-Type: application/json``)."""
+
+    code = "not_json"
+
+
+class Unauthenticated(AnonCardError):
+    """No terminal key, a malformed or unknown one, or a revoked one."""
+
+    code = "unauthenticated"
+    exit_code = 12
+
+
+class Forbidden(AnonCardError):
+    """The terminal's role does not reach this operation."""
+
+    code = "forbidden"
+    exit_code = 13
+
+
+class RateLimited(AnonCardError):
+    """Too many answers of one kind (unknown cards) for one terminal; ``retry_after`` is in seconds."""
+
+    code = "rate_limited"
+    exit_code = 14
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

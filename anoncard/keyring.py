@@ -19,7 +19,8 @@ Beside the versions the ring holds one *reference key* that never rotates: it tu
 till document numbers (which name store and till) into opaque references, so the
 database keeps no store-level movement profile while retries still match; a second
 sub-key of it chains the event log, so whoever can write the database alone cannot
-rewrite its history; a third binds coupons to the card they were issued to.
+rewrite its history; a third binds coupons to the card they were issued to; a fourth
+turns terminals' bearer keys into the digests the database keeps.
 
 The file is JSON, written atomically (temporary file, fsync, rename, fsync of the
 directory) with mode 0600, and refused when group or others may read it.
@@ -47,6 +48,7 @@ CARD_TOKEN = "card-token"
 TXN_REF = "txn-ref"
 EVENT_LOG = "event-log"
 COUPON_BINDING = "coupon-binding"
+TERMINAL_KEY = "terminal-key"
 
 
 def derive(master: bytes, purpose: str) -> bytes:
@@ -115,6 +117,9 @@ class KeyRing:
         self._binding_mac = hmac.new(
             derive(reference_key, COUPON_BINDING), f"anoncard/{COUPON_BINDING}\x00".encode(), hashlib.sha256
         )
+        self._terminal_mac = hmac.new(
+            derive(reference_key, TERMINAL_KEY), f"anoncard/{TERMINAL_KEY}\x00".encode(), hashlib.sha256
+        )
 
     def __repr__(self) -> str:
         return f"KeyRing(versions={[(v.version, v.state) for v in self.versions]})"
@@ -156,6 +161,12 @@ class KeyRing:
         mac = self._binding_mac.copy()
         mac.update(secret.to_bytes() + coupon_id)
         return mac.digest()[:8]
+
+    def terminal_digest(self, key: bytes) -> bytes:
+        """The keyed digest a terminal's bearer key is stored as (the key itself never is)."""
+        mac = self._terminal_mac.copy()
+        mac.update(key)
+        return mac.digest()
 
     def coupon_private_key(self):
         """The Ed25519 key that signs coupons (only the store server holds it)."""

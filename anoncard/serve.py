@@ -1,4 +1,4 @@
-"""The JSON-lines protocol for long-lived terminal processes (``anoncard serve``).
+"""The JSON-lines transport for long-lived terminal processes (``anoncard serve``).
 
 One request per line, one response per line, in order::
 
@@ -6,64 +6,52 @@ One request per line, one response per line, in order::
     {"ok": true, "result": {"kind": "checkout", "points": 11, ...}}
     {"ok": false, "error": {"code": "policy_violation", "message": "field 'email': not allowed ..."}}
 
-``op`` names the operation and ``at`` (optional, ISO date) the day for replays; every
-other field is the request itself and passes the same gate as the CLI and the
-library. A bad line gets an error response; the stream goes on.
+``op`` names the operation (see :data:`anoncard.protocol.SERVE_OPS`); every other field
+is the request itself, handled by :mod:`anoncard.protocol` exactly as the CLI and the HTTP
+server handle it. A bad line gets an error response; the stream goes on. A line over
+:data:`anoncard.protocol.MAX_REQUEST_BYTES` is refused without being held in memory.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from typing import IO
 
+from . import protocol
 from .errors import AnonCardError, PolicyViolation
-from .service import Service
+from .protocol import Context
 
-MAX_LINE_BYTES = 1 << 20
-OPS = ("checkout", "refund", "balance", "redeem", "enter")
-
-
-def _reject_constant(name: str) -> None:
-    raise PolicyViolation(f"request: {name} is not allowed in JSON input", field="input")
+_OPS_TEXT = ", ".join(protocol.SERVE_OPS)
 
 
-def decode(data: bytes | str) -> object:
-    """A JSON document, or PolicyViolation: not UTF-8, not JSON, NaN/Infinity, nested too
-    deeply, or an integer too long for Python to read (over 4300 digits)."""
-    try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise PolicyViolation("request: not valid UTF-8 JSON", field="input") from None
-
-
-def parse(line: bytes | str) -> dict:
+def parse(line: bytes | str | None) -> dict:
     """One request line as a dict, or PolicyViolation naming what is wrong with it."""
-    if len(line) > MAX_LINE_BYTES:
-        raise PolicyViolation(f"request: a line is at most {MAX_LINE_BYTES} bytes", field="input")
-    request = decode(line)
+    if line is None or len(line) > protocol.MAX_REQUEST_BYTES:
+        raise protocol.too_large()
+    request = protocol.decode(line)
     if not isinstance(request, dict):
         raise PolicyViolation("request: must be a JSON object", field="input")
     return request
 
 
-def handle(svc: Service, line: bytes | str) -> str:
-    """Answer one request line with one response line (without the newline)."""
+def handle(ctx: Context, line: bytes | str | None) -> str:
+    """Answer one request line (``None``: a line over the limit) with one response line, without the newline."""
     try:
         request = parse(line)
-        op = request.pop("op", None)
-        if op not in OPS:
-            raise PolicyViolation(f"field 'op': must be one of {', '.join(OPS)}", field="op")
-        at = request.pop("at", None)
-        when = None
-        if at is not None:
-            try:
-                when = datetime.fromisoformat(at) if isinstance(at, str) else None
-            except ValueError:
-                when = None
-            if when is None:
-                raise PolicyViolation("field 'at': must be an ISO date such as 2026-11-22", field="at")
-        result = getattr(svc, op)(request, at=when)
-        return json.dumps({"ok": True, "result": result.to_dict()}, separators=(",", ":"))
+        name = request.pop("op", None)
+        op = protocol.SERVE_OPS.get(name) if isinstance(name, str) else None
+        if op is None:
+            raise PolicyViolation(f"field 'op': must be one of {_OPS_TEXT}", field="op")
+        result = protocol.run(op, ctx, request)
+        return json.dumps({"ok": True, "result": protocol.to_dict(result)}, separators=(",", ":"))
     except AnonCardError as exc:
-        return json.dumps({"ok": False, "error": {"code": exc.code, "message": exc.message}}, separators=(",", ":"))
+        return json.dumps({"ok": False, **protocol.envelope(exc)}, separators=(",", ":"))
+
+
+def run(ctx: Context, stdin: IO[bytes], stdout: IO[str]) -> None:
+    """Answer every non-blank line of ``stdin`` on ``stdout``, flushing after each."""
+    for line in protocol.bounded_lines(stdin):
+        if line is not None and not line.strip():
+            continue
+        stdout.write(handle(ctx, line) + "\n")
+        stdout.flush()

@@ -561,8 +561,8 @@ class Service:
             "redeem", rec.txn, -reward.points, balance - reward.points, reward=reward.name, relinked=relinked
         )
 
-    def balance(self, request: Mapping, *, at: When = None) -> Balance:
-        """Points, visits and recent documents of the presented card (``at`` is accepted for symmetry).
+    def balance(self, request: Mapping) -> Balance:
+        """Points, visits and recent documents of the presented card.
 
         Raises:
             PolicyViolation, CardError: the gate refused the request.

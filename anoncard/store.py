@@ -212,9 +212,30 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_6(conn: sqlite3.Connection) -> None:
+    """Terminals of a store server: a name, a role and a keyed digest of the bearer key.
+
+    Nothing here links a terminal to a card: no other table names a terminal.
+    """
+    conn.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS terminals (
+            name TEXT PRIMARY KEY, role TEXT NOT NULL, digest BLOB NOT NULL UNIQUE,
+            created_day TEXT NOT NULL, revoked_day TEXT
+        ) STRICT;
+        CREATE TRIGGER IF NOT EXISTS terminals_revoke_only BEFORE UPDATE ON terminals
+        WHEN OLD.revoked_day IS NOT NULL OR NEW.revoked_day IS NULL OR NEW.name IS NOT OLD.name
+          OR NEW.role IS NOT OLD.role OR NEW.digest IS NOT OLD.digest OR NEW.created_day IS NOT OLD.created_day
+        BEGIN SELECT RAISE(ABORT, 'a terminal is only ever revoked, once'); END;
+        CREATE TRIGGER IF NOT EXISTS terminals_no_delete BEFORE DELETE ON terminals
+        BEGIN SELECT RAISE(ABORT, 'a terminal is revoked, never deleted'); END;
+        """
+    )
+
+
 # Numbered migrations, applied in ascending order above the database's user_version;
 # the schema version is the highest number.
-_MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+_MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 6: _migrate_6}
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
@@ -422,6 +443,33 @@ class Store:
                 self.conn.execute(f"DELETE FROM txns WHERE parent_id IS NOT NULL AND {where}", (key_version,))
             self.conn.execute(f"DELETE FROM {table} WHERE {where}", (key_version,))
         return self.conn.execute("DELETE FROM cards WHERE key_version = ?", (key_version,)).rowcount
+
+    # -- terminals ------------------------------------------------------------------
+
+    def add_terminal(self, name: str, role: str, digest: bytes, day: str) -> bool:
+        """Record a terminal; False when the name is taken (revoked names stay taken)."""
+        cur = self.conn.execute(
+            "INSERT INTO terminals (name, role, digest, created_day) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (name, role, digest, day),
+        )
+        return cur.rowcount == 1
+
+    def terminals(self) -> list[tuple[str, str, str, str | None]]:
+        """``(name, role, created_day, revoked_day)`` of every terminal, by name."""
+        return self.conn.execute("SELECT name, role, created_day, revoked_day FROM terminals ORDER BY name").fetchall()
+
+    def find_terminal(self, digest: bytes) -> tuple[str, str, bytes, str | None] | None:
+        """``(name, role, digest, revoked_day)`` of the terminal whose key has this digest."""
+        return self.conn.execute(
+            "SELECT name, role, digest, revoked_day FROM terminals WHERE digest = ?", (digest,)
+        ).fetchone()
+
+    def revoke_terminal(self, name: str, day: str) -> bool:
+        """Revoke a terminal's key; False when there is no such terminal or it is revoked already."""
+        cur = self.conn.execute(
+            "UPDATE terminals SET revoked_day = ? WHERE name = ? AND revoked_day IS NULL", (day, name)
+        )
+        return cur.rowcount == 1
 
     # -- documents and ledger ---------------------------------------------------
 

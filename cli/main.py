@@ -10,21 +10,21 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
 
+from anoncard import protocol
 from anoncard.errors import AnonCardError, PolicyViolation
-from anoncard.serve import decode
 from anoncard.service import Service, init_home
 
-MAX_INPUT_BYTES = 1 << 20
+MAX_INPUT_BYTES = protocol.MAX_REQUEST_BYTES
 
 
 def _emit_error(exc: AnonCardError, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
+        click.echo(json.dumps(protocol.envelope(exc)))
     click.echo(f"Error: {exc.message}", err=True)
     sys.exit(exc.exit_code)
 
@@ -82,10 +82,8 @@ def _print(as_json: bool, data, human: str) -> None:
 def _read_request(source: str) -> object:
     stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
     with stream:
-        data = stream.read(MAX_INPUT_BYTES + 1)
-    if len(data) > MAX_INPUT_BYTES:
-        raise PolicyViolation(f"request: larger than {MAX_INPUT_BYTES} bytes", field="input")
-    return decode(data)
+        data = protocol.read_bounded(stream)
+    return protocol.decode(data)
 
 
 def _lines(values: tuple[str, ...]) -> list[dict]:
@@ -108,13 +106,16 @@ def _request(input_: str | None, flags: dict) -> object:
     return given
 
 
-def _at(value: str | None) -> date | datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise PolicyViolation("field 'at': must be an ISO date such as 2026-11-22", field="at") from None
+def _at(value: str | None) -> datetime | None:
+    return None if value is None else protocol.parse_at(value)
+
+
+def _run(obj: dict, name: str, request: object, at: str | None = None) -> object:
+    """One terminal operation through the protocol module (the same path as serve and HTTP)."""
+    if at is not None and isinstance(request, dict):
+        request = {**request, "at": at}
+    with _open(obj) as svc:
+        return protocol.run(protocol.BY_NAME[name], protocol.Context(svc, obj["home"]), request)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -248,10 +249,7 @@ def checkout(obj, as_json, card_code, txn, lines, coupon_codes, input_, at):
           | anoncard checkout --input -
     """
     flags = {"card": card_code, "txn": txn, "lines": _lines(lines) if lines else None, "coupons": list(coupon_codes)}
-    request = _request(input_, flags)
-    when = _at(at)
-    with _open(obj) as svc:
-        r = svc.checkout(request, at=when)
+    r = _run(obj, "checkout", _request(input_, flags), at)
     _print(as_json, r.to_dict(), _receipt_text(r))
 
 
@@ -269,8 +267,7 @@ def refund(obj, as_json, txn, refund_id, lines, input_):
       anoncard refund --txn store7-till3-000123 --refund-id R-77 --line coffee=7.99
     """
     request = _request(input_, {"txn": txn, "refund_id": refund_id, "lines": _lines(lines) if lines else None})
-    with _open(obj) as svc:
-        r = svc.refund(request)
+    r = _run(obj, "refund", request)
     _print(as_json, r.to_dict(), _receipt_text(r))
 
 
@@ -284,9 +281,7 @@ def balance(obj, as_json, card_code, input_):
     Example:
       anoncard balance --card C1-...
     """
-    request = _request(input_, {"card": card_code})
-    with _open(obj) as svc:
-        b = svc.balance(request)
+    b = _run(obj, "balance", _request(input_, {"card": card_code}))
     lines = [f"points {b.points}, visits {b.visits}"]
     lines += [
         f"  {d['day']}  {d['kind']:<8} {d['points']:+6d}  {d['spend']:>9}  {d.get('item', '')}".rstrip()
@@ -307,9 +302,7 @@ def redeem(obj, as_json, card_code, reward, txn, input_):
     Example:
       anoncard redeem --card C1-... --reward coffee --txn store7-till3-000124
     """
-    request = _request(input_, {"card": card_code, "reward": reward, "txn": txn})
-    with _open(obj) as svc:
-        r = svc.redeem(request)
+    r = _run(obj, "redeem", _request(input_, {"card": card_code, "reward": reward, "txn": txn}))
     _print(as_json, r.to_dict(), _receipt_text(r))
 
 
@@ -331,13 +324,12 @@ def enter(obj, as_json, card_code, input_, qr_dir, qr_format, preview, at):
       anoncard enter --card C1-... --qr-dir ./coupons
     """
     request = _request(input_, {"card": card_code})
-    when = _at(at)
+    _at(at)
     if qr_dir is not None:
         from anoncard import qr
 
         qr.prepare(qr_dir, "coupon-", qr_format, fresh=False)  # the column's printer spool: reused
-    with _open(obj) as svc:
-        result = svc.enter(request, at=when)
+    result = _run(obj, "enter", request, at)
     files = []
     if qr_dir is not None:
         files = [str(qr.write(c.code, qr_dir, f"coupon-{i:02d}", qr_format)) for i, c in enumerate(result.coupons, 1)]
@@ -370,18 +362,105 @@ def serve(obj):
     Example:
       echo '{"op": "balance", "card": "C1-..."}' | anoncard serve
     """
-    from anoncard.serve import handle
+    from anoncard import serve as serve_mod
 
     try:
         svc = _open(obj)
     except AnonCardError as exc:
         _emit_error(exc, False)
     with svc:
-        out = sys.stdout
-        for line in sys.stdin.buffer:
-            if line.strip():
-                out.write(handle(svc, line.rstrip(b"\r\n")) + "\n")
-                out.flush()
+        serve_mod.run(protocol.Context(svc, obj["home"]), sys.stdin.buffer, sys.stdout)
+
+
+@main.command("server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Server certificate (PEM): HTTPS.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="Private key of --tls-cert (PEM).")
+@click.option("--client-ca", type=click.Path(dir_okay=False, exists=True),
+              help="Admit only clients with a certificate from this CA (mutual TLS).")  # fmt: skip
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Database threads per process (each with its own connection).")  # fmt: skip
+@click.pass_obj
+def server(obj, host, port, tls_cert, tls_key, client_ca, workers, threads):
+    """The store server: every terminal operation over HTTP(S), one bearer key per terminal.
+
+    Add terminals first ('anoncard terminals add'); see /openapi.json for the operations.
+
+    \b
+    Example:
+      anoncard server --host 0.0.0.0 --port 8443 --tls-cert server.pem --tls-key server.key
+    """
+    from anoncard import http
+
+    try:
+        http.serve(obj["home"], host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca,
+                   workers=workers, threads=threads)  # fmt: skip
+    except AnonCardError as exc:
+        _emit_error(exc, False)
+
+
+@main.group("terminals")
+def terminals_group() -> None:
+    """Terminals of the store server: add (shows the key once), list, revoke.
+
+    \b
+    Example:
+      anoncard terminals add --name store7-till3 --role till
+      anoncard terminals list
+      anoncard terminals revoke --name store7-till3
+    """
+
+
+@command(terminals_group, "add")
+@click.option("--name", help="The terminal's name, e.g. store7-till3.")
+@click.option("--role", help="till, entrance, kiosk, operator or auditor.")
+def terminals_add(obj, as_json, name, role):
+    """Add a terminal and print its bearer key - the only time it is shown.
+
+    \b
+    Example:
+      anoncard terminals add --name store7-entrance --role entrance
+    """
+    r = _run(obj, "terminals_add", {k: v for k, v in {"name": name, "role": role}.items() if v is not None})
+    _print(as_json, r, r["key"])
+    if not as_json:
+        click.echo(f"terminal {r['name']} ({r['role']}): keep this key; it is not shown again", err=True)
+
+
+@command(terminals_group, "list")
+def terminals_list(obj, as_json):
+    """Terminals, their roles and days (never keys).
+
+    \b
+    Example:
+      anoncard terminals list
+    """
+    rows = _run(obj, "terminals_list", {})["terminals"]
+    _print(
+        as_json,
+        rows,
+        "\n".join(
+            f"{t['name']:<24} {t['role']:<9} added {t['created']}"
+            + (f", revoked {t['revoked']}" if t["revoked"] else "")
+            for t in rows
+        )
+        or "no terminals",
+    )
+
+
+@command(terminals_group, "revoke")
+@click.option("--name", help="The terminal to revoke.")
+def terminals_revoke(obj, as_json, name):
+    """Revoke a terminal's key; the server refuses it from the next request on.
+
+    \b
+    Example:
+      anoncard terminals revoke --name store7-till3
+    """
+    r = _run(obj, "terminals_revoke", {} if name is None else {"name": name})
+    _print(as_json, r, f"terminal {r['name']} revoked on {r['revoked']}")
 
 
 @main.group("coupons")
@@ -402,9 +481,8 @@ def coupons_public_key(obj, as_json):
     Example:
       anoncard coupons public-key > coupon-key.pub
     """
-    with _open(obj) as svc:
-        key = svc.ring.coupon_public_key_text()
-    _print(as_json, {"ed25519_public_key": key, "key_id": svc.ring.coupon_key_id}, key)
+    result = _run(obj, "coupon_public_key", {})
+    _print(as_json, result, result["ed25519_public_key"])
 
 
 @command(main, "backup")
