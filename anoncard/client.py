@@ -37,7 +37,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import AnonCardError, CardError, CouponError, LedgerError, PolicyViolation, UnknownCard
+from .errors import (
+    AnonCardError,
+    CardError,
+    CouponError,
+    Forbidden,
+    LedgerError,
+    NotJson,
+    PolicyViolation,
+    RateLimited,
+    RequestTooLarge,
+    Unauthenticated,
+    UnknownCard,
+)
 from .outbox import QUEUEABLE, Outbox, Queued, Status
 
 TERMINAL_OPS = ("checkout", "refund", "redeem", "balance", "enter")
@@ -62,12 +74,6 @@ class RemoteError(AnonCardError):
         self.status = status
 
 
-class Unauthenticated(RemoteError):
-    """The server refused the till's key (401) or its role (403)."""
-
-    exit_code = 23
-
-
 _REMOTE = {
     "policy_violation": PolicyViolation,
     "usage": PolicyViolation,
@@ -76,6 +82,10 @@ _REMOTE = {
     "unknown_card": UnknownCard,
     "ledger_error": LedgerError,
     "coupon_error": CouponError,
+    "too_large": RequestTooLarge,
+    "not_json": NotJson,
+    "unauthenticated": Unauthenticated,
+    "forbidden": Forbidden,
 }
 _HELD = (401, 403)  # the till's key, not the request: keep the rows, stop replaying
 _RETRY = (429,)  # with 5xx and network failures: retry later
@@ -148,7 +158,7 @@ class _Transport:
         parts = urlsplit(server)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise PolicyViolation("option 'server': must be an http:// or https:// URL with a host", field="server")
-        if not key or not key.isascii() or not key.isprintable() or " " in key:
+        if not isinstance(key, str) or not key or not key.isascii() or not key.isprintable() or " " in key:
             raise PolicyViolation("option 'key': must be a non-empty terminal key of printable ASCII without spaces",
                                   field="key")  # fmt: skip
         self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
@@ -164,7 +174,7 @@ class _Transport:
         self._conn = None
 
     def __repr__(self) -> str:  # never show the key
-        return f"_Transport({self._scheme}://{self._host}:{self._port})"
+        return f"_Transport({getattr(self, '_host', '?')})"
 
     def _connect(self):
         import http.client
@@ -242,8 +252,8 @@ def _error(answer: _Answer) -> AnonCardError:
     if not isinstance(message, str) or not message:
         message = f"server: refused the request (HTTP {answer.status})"
     message = message[:MAX_MESSAGE]
-    if answer.status in _HELD:
-        return Unauthenticated(message, code=code, status=answer.status)
+    if answer.status in _HELD and code not in ("unauthenticated", "forbidden"):
+        code = "unauthenticated" if answer.status == 401 else "forbidden"
     cls = _REMOTE.get(code)
     return cls(message) if cls is not None else RemoteError(message, code=code, status=answer.status)
 
@@ -357,6 +367,10 @@ class TillClient:
         try:
             answer = self._http.request(method, path, body)
         except _Unreachable as exc:
+            if exc.code == "rate_limited":
+                wait = max(1, round(exc.retry_after or 1))
+                raise RateLimited(f"server: too many requests from this till; try again in {wait} s",
+                                  retry_after=wait) from None  # fmt: skip
             raise Offline(f"server: unreachable ({exc.code}); {what} needs the server and is not queued") from None
         if answer.status // 100 != 2:
             raise _error(answer)
@@ -437,5 +451,4 @@ __all__ = [
     "Sent",
     "Status",
     "TillClient",
-    "Unauthenticated",
 ]

@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 from anoncard import LedgerError, Programme, Service
-from anoncard.client import Backoff, Offline, TillClient, Unauthenticated
+from anoncard.client import Backoff, Offline, TillClient
+from anoncard.errors import Unauthenticated
 from tests.conftest import basket
-from tests.till_helpers import KEY, ServerProcess, expected_points, free_port, self_signed
+from tests.till_helpers import ServerProcess, add_till, expected_points, free_port, self_signed
+
+KEY = "ak1_not-a-key-the-server-knows"
 
 
 class Clock:
@@ -41,7 +44,12 @@ def server(home: Path):
         yield proc
 
 
-def till(url: str, tmp_path: Path, clock=datetime.now, key: str = KEY, **kwargs) -> TillClient:
+@pytest.fixture
+def key(home: Path) -> str:
+    return add_till(home)
+
+
+def till(url: str, tmp_path: Path, key: str, clock=datetime.now, **kwargs) -> TillClient:
     return TillClient(url, key, tmp_path / "outbox.db", clock=clock, timeout=2.0, **kwargs)
 
 
@@ -58,9 +66,9 @@ def outbox_bytes(path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
 
 
-def test_an_online_checkout_is_delivered_and_its_retry_counts_once(home, cards, server, tmp_path):
+def test_an_online_checkout_is_delivered_and_its_retry_counts_once(home, cards, key, server, tmp_path):
     request = {"card": cards[0], "txn": "t-1", "lines": basket(("dairy", "3.49"), ("coffee", "7.99"))}
-    with till(server.url, tmp_path) as client:
+    with till(server.url, tmp_path, key) as client:
         first = client.checkout(request)
         again = client.checkout(request)
         assert not first.queued and first.result["points"] == 11 and first.result["replayed"] is False
@@ -70,14 +78,14 @@ def test_an_online_checkout_is_delivered_and_its_retry_counts_once(home, cards, 
     assert points(home, cards[0]) == 11
 
 
-def test_offline_checkouts_are_queued_and_replayed_in_order_with_the_sale_time(home, cards, tmp_path):
+def test_offline_checkouts_are_queued_and_replayed_in_order_with_the_sale_time(home, cards, key, tmp_path):
     port = free_port()
     sale = datetime.now().replace(microsecond=0) - timedelta(days=1)
     url = f"http://127.0.0.1:{port}"
     c1 = {"card": cards[0], "txn": "o-1", "lines": basket(("dairy", "10.00"), ("fruit", "5.00"))}
     r1 = {"txn": "o-1", "refund_id": "o-1-r", "lines": basket(("fruit", "5.00"))}  # needs o-1 delivered first
     c2 = {"card": cards[1], "txn": "o-2", "lines": basket(("wine", "20.00"))}
-    with till(url, tmp_path, clock=Clock(sale)) as client:
+    with till(url, tmp_path, key, clock=Clock(sale)) as client:
         sent = [client.checkout(c1), client.refund(r1), client.checkout(c2)]
         assert [s.queued for s in sent] == [True, True, True]
         assert [s.document for s in sent] == ["o-1", "o-1-r", "o-2"]
@@ -96,14 +104,14 @@ def test_offline_checkouts_are_queued_and_replayed_in_order_with_the_sale_time(h
     assert days == {sale.date().isoformat()}  # credited on the sale's day, not the replay's
 
 
-def test_a_refused_replay_is_a_dead_letter_without_its_card_code_and_the_queue_goes_on(home, cards, tmp_path):
+def test_a_refused_replay_is_a_dead_letter_without_its_card_code_and_the_queue_goes_on(home, cards, key, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with ServerProcess(home, port), till(url, tmp_path) as client:
+    with ServerProcess(home, port), till(url, tmp_path, key) as client:
         client.checkout({"card": cards[0], "txn": "d-1", "lines": basket(("dairy", "3.00"))})
     reuse = {"card": cards[0], "txn": "d-1", "lines": basket(("dairy", "9.00"))}  # same number, other basket
     fine = {"card": cards[1], "txn": "d-2", "lines": basket(("coffee", "4.00"))}
-    with till(url, tmp_path) as client:
+    with till(url, tmp_path, key) as client:
         assert client.checkout(reuse).queued and client.checkout(fine).queued
         with ServerProcess(home, port):
             report = client.flush(force=True)
@@ -118,11 +126,11 @@ def test_a_refused_replay_is_a_dead_letter_without_its_card_code_and_the_queue_g
     assert points(home, cards[0]) == 3 and points(home, cards[1]) == 4
 
 
-def test_a_failing_server_is_retried_with_exponential_backoff(home, cards, tmp_path):
+def test_a_failing_server_is_retried_with_exponential_backoff(home, cards, key, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     clock = Clock(datetime(2026, 12, 1, 9, 0, 0))
-    with till(url, tmp_path, clock=clock, backoff=Backoff(base=2, cap=16)) as client:
+    with till(url, tmp_path, key, clock=clock, backoff=Backoff(base=2, cap=16)) as client:
         with ServerProcess(home, port, fail_with=503):
             sent = client.checkout({"card": cards[0], "txn": "b-1", "lines": basket(("dairy", "3.00"))})
             assert sent.queued and sent.reason == "store_error"
@@ -141,8 +149,8 @@ def test_a_failing_server_is_retried_with_exponential_backoff(home, cards, tmp_p
     assert points(home, cards[0]) == 3
 
 
-def test_coupons_rewards_balance_and_entrance_are_refused_offline_and_never_queued(home, cards, tmp_path):
-    with till(dead_url(), tmp_path) as client:
+def test_coupons_rewards_balance_and_entrance_are_refused_offline_and_never_queued(home, cards, key, tmp_path):
+    with till(dead_url(), tmp_path, key) as client:
         with pytest.raises(Offline, match="coupons needs the server"):
             client.checkout({"card": cards[0], "txn": "k-1", "lines": basket(("dairy", "3.00")), "coupons": ["K1-X"]})
         with pytest.raises(Offline, match="a reward redemption needs the server and is not queued"):
@@ -155,8 +163,8 @@ def test_coupons_rewards_balance_and_entrance_are_refused_offline_and_never_queu
     assert cards[0].encode() not in outbox_bytes(tmp_path / "outbox.db")
 
 
-def test_a_4xx_on_a_live_request_is_raised_and_nothing_is_queued(home, cards, server, tmp_path):
-    with till(server.url, tmp_path) as client:
+def test_a_4xx_on_a_live_request_is_raised_and_nothing_is_queued(home, cards, key, server, tmp_path):
+    with till(server.url, tmp_path, key) as client:
         with pytest.raises(LedgerError, match="no checkout with this transaction id"):
             client.refund({"txn": "never-sold"})
         with pytest.raises(Exception, match="field 'email'") as info:
@@ -165,24 +173,24 @@ def test_a_4xx_on_a_live_request_is_raised_and_nothing_is_queued(home, cards, se
         assert client.status().queued == 0
 
 
-def test_a_refused_key_stops_the_replay_and_keeps_the_queue(home, cards, server, tmp_path):
+def test_a_refused_key_stops_the_replay_and_keeps_the_queue(home, cards, key, server, tmp_path):
     port = free_port()
-    with till(f"http://127.0.0.1:{port}", tmp_path, key="wrong-key") as client:
+    with till(f"http://127.0.0.1:{port}", tmp_path, KEY) as client:
         assert client.checkout({"card": cards[0], "txn": "w-1", "lines": basket(("dairy", "1.00"))}).queued
-    with till(server.url, tmp_path, key="wrong-key") as client:
+    with till(server.url, tmp_path, KEY) as client:
         report = client.flush(force=True)
         assert (report.stopped, report.remaining) == ("unauthenticated", 1)
         with pytest.raises(Unauthenticated):
             client.checkout({"card": cards[0], "txn": "w-2", "lines": basket(("dairy", "1.00"))})
         assert client.status().queued == 1 and client.status().dead_letters == []
-    with till(server.url, tmp_path) as client:
+    with till(server.url, tmp_path, key) as client:
         assert client.flush(force=True).delivered == ["w-1"]
 
 
-def test_the_outbox_is_owner_only_and_forgets_a_card_code_once_delivered(home, cards, tmp_path):
+def test_the_outbox_is_owner_only_and_forgets_a_card_code_once_delivered(home, cards, key, tmp_path):
     port = free_port()
     path = tmp_path / "outbox.db"
-    with till(f"http://127.0.0.1:{port}", tmp_path) as client:
+    with till(f"http://127.0.0.1:{port}", tmp_path, key) as client:
         client.checkout({"card": cards[2], "txn": "s-1", "lines": basket(("dairy", "1.00"))})
         assert cards[2].encode() in outbox_bytes(path)  # it must hold the code to replay it
         files = list(tmp_path.glob("outbox.db*"))
@@ -202,15 +210,15 @@ def test_an_outbox_readable_by_others_is_refused(tmp_path):
     assert info.value.code == "outbox_error"
 
 
-def test_https_is_verified_against_the_ca_file_and_an_unverified_server_gets_nothing(home, cards, tmp_path):
-    cert, key = self_signed(tmp_path)
+def test_https_is_verified_against_the_ca_file_and_an_unverified_server_gets_nothing(home, cards, key, tmp_path):
+    cert, cert_key = self_signed(tmp_path)
     request = {"card": cards[0], "txn": "tls-1", "lines": basket(("dairy", "2.00"))}
-    with ServerProcess(home, tls=(cert, key)) as server:
-        with TillClient(server.url, KEY, tmp_path / "untrusting.db") as client:
+    with ServerProcess(home, tls=(cert, cert_key)) as server:
+        with TillClient(server.url, key, tmp_path / "untrusting.db") as client:
             sent = client.checkout(request)
             assert sent.queued and sent.reason == "tls_error"  # kept for later, and not sent to that server
         assert points(home, cards[0]) == 0
-        with TillClient(server.url, KEY, tmp_path / "trusting.db", cafile=cert) as client:
+        with TillClient(server.url, key, tmp_path / "trusting.db", cafile=cert) as client:
             assert client.checkout(request).result["points"] == 2
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from anoncard import Programme, Service
 from anoncard.client import Backoff, TillClient
-from tests.till_helpers import KEY, REPO, ServerProcess, expected_points, free_port, stream_request
+from tests.till_helpers import REPO, ServerProcess, add_till, expected_points, free_port, stream_request
 
 STRESS = os.environ.get("ANONCARD_STRESS") == "1"
 TILLS, PER_TILL, SERVER_KILLS = (4, 500, 2) if STRESS else (4, 60, 1)
@@ -31,9 +31,11 @@ def issue(home: Path, count: int, tmp_path: Path) -> tuple[list[str], Path]:
     return codes, codes_file
 
 
-def start_till(url: str, outbox: Path, codes_file: Path, stream: str, n: int, *, drain: bool) -> subprocess.Popen:
+def start_till(
+    url: str, key: str, outbox: Path, codes_file: Path, stream: str, n: int, *, drain: bool
+) -> subprocess.Popen:
     args = [sys.executable, str(SCRIPT), url, str(outbox), str(codes_file), stream, str(n)]
-    env = {**os.environ, "ANONCARD_TILL_KEY": KEY}
+    env = {**os.environ, "ANONCARD_TILL_KEY": key}
     return subprocess.Popen([*args, *(["--drain"] if drain else [])], stdout=subprocess.PIPE, env=env, cwd=REPO)
 
 
@@ -52,12 +54,13 @@ def checkout_documents(home: Path) -> int:
 
 def test_a_till_killed_between_queueing_and_replay_loses_nothing_and_doubles_nothing(home, tmp_path):
     codes, codes_file = issue(home, 5, tmp_path)
+    key = add_till(home)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     outbox = tmp_path / "till.db"
     n = 400
     # 1. the server is down: the till queues, and is killed -9 mid-stream
-    till = start_till(url, outbox, codes_file, "k", n, drain=False)
+    till = start_till(url, key, outbox, codes_file, "k", n, drain=False)
     acknowledged = [till.stdout.readline() for _ in range(25)]
     till.send_signal(signal.SIGKILL)
     till.wait()
@@ -66,18 +69,18 @@ def test_a_till_killed_between_queueing_and_replay_loses_nothing_and_doubles_not
     acked = [line.split()[1].decode() for line in acknowledged if line.startswith(b"sent ")]
     assert 25 <= len(acked) < n, len(acked)
     attempted = len(acked) + 1  # the one in flight when the kill came may or may not be queued
-    with TillClient(url, KEY, outbox) as client:
+    with TillClient(url, key, outbox) as client:
         queued = [q.document for q in client.pending()]
     assert queued[: len(acked)] == acked and len(queued) <= attempted  # nothing lost, order kept
     with ServerProcess(home, port):
         # 2. the server is back: a replaying till is killed -9 too (mid-replay, or after it)
-        till = start_till(url, outbox, codes_file, "k", 0, drain=True)
+        till = start_till(url, key, outbox, codes_file, "k", 0, drain=True)
         time.sleep(0.3)
         till.send_signal(signal.SIGKILL)
         till.wait()
         till.stdout.close()
         # 3. a new till process finishes the replay
-        with TillClient(url, KEY, outbox) as client:
+        with TillClient(url, key, outbox) as client:
             report = client.flush(force=True)
             assert report.remaining == 0 and report.dead == [], report
             # every acknowledged checkout is on the server: sending it again credits nothing
@@ -93,9 +96,10 @@ def test_a_till_killed_between_queueing_and_replay_loses_nothing_and_doubles_not
 
 def test_four_tills_keep_selling_while_the_server_is_killed_and_every_checkout_counts_once(home, tmp_path):
     codes, codes_file = issue(home, CARDS, tmp_path)
+    key = add_till(home)
     server = ServerProcess(home).start()
     tills = [
-        start_till(server.url, tmp_path / f"till-{t}.db", codes_file, f"till{t}", PER_TILL, drain=True)
+        start_till(server.url, key, tmp_path / f"till-{t}.db", codes_file, f"till{t}", PER_TILL, drain=True)
         for t in range(TILLS)
     ]
     try:
@@ -123,7 +127,7 @@ def test_four_tills_keep_selling_while_the_server_is_killed_and_every_checkout_c
     print(f"queued while the server was down: {queued} of {TILLS * PER_TILL}")
     assert queued >= SERVER_KILLS, "the kills came after the stream: nothing was queued"
     for t in range(TILLS):
-        with TillClient(server.url, KEY, tmp_path / f"till-{t}.db", backoff=Backoff()) as client:
+        with TillClient(server.url, key, tmp_path / f"till-{t}.db", backoff=Backoff()) as client:
             status = client.status()
             assert (status.queued, status.dead_letters) == (0, []), (t, status)
     sent = [stream_request(codes, f"till{t}", i) for t in range(TILLS) for i in range(PER_TILL)]

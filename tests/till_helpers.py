@@ -1,21 +1,21 @@
-"""Helpers for the till client tests: a server process on a free port, a seeded checkout stream."""
+"""Helpers for the till client tests: the store server in a process on a free port, a seeded checkout stream."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from anoncard import Programme
+from anoncard import Programme, Service
 from anoncard.money import parse_cents
+from anoncard.terminals import Terminals
 
 REPO = Path(__file__).resolve().parent.parent
-WIRE_SERVER = Path(__file__).with_name("wire_server.py")
-KEY = "till-key-for-tests-0123456789abcdef"
+FAILING_SERVER = Path(__file__).with_name("failing_server.py")
 CATEGORIES = ("dairy", "fruit", "coffee", "bakery", "wine", "vegetables", "snacks")
 
 
@@ -25,8 +25,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def add_till(home: Path, name: str = "store7-till1", role: str = "till") -> str:
+    """A terminal (a till by default) on the server of ``home``; its bearer key (shown once)."""
+    with Service.open(home) as svc:
+        return Terminals(svc).add(name, role)[1]
+
+
 class ServerProcess:
-    """The HTTP server over ``home`` in a process of its own, to be killed with -9 and restarted."""
+    """``anoncard server`` over ``home`` in a process of its own, to be killed with -9 and restarted.
+
+    ``fail_with`` runs tests/failing_server.py instead: every request answered with that status."""
 
     def __init__(
         self, home: Path, port: int | None = None, *, fail_with: int | None = None, tls: tuple[Path, Path] | None = None
@@ -39,23 +47,28 @@ class ServerProcess:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> ServerProcess:
-        args = [sys.executable, str(WIRE_SERVER), str(self.home), str(self.port)]
         if self.fail_with is not None:
-            args += ["--fail-with", str(self.fail_with)]
-        if self.tls is not None:
-            args += ["--tls", *map(str, self.tls)]
-        env = {**os.environ, "ANONCARD_TILL_KEY": KEY}
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, env=env, cwd=REPO)
-        line = self.proc.stdout.readline()
-        assert line == b"ready\n", line
-        return self
+            args = [sys.executable, str(FAILING_SERVER), str(self.port), str(self.fail_with)]
+        else:
+            args = [sys.executable, "-m", "anoncard", "--home", str(self.home), "server", "--host", "127.0.0.1",
+                    "--port", str(self.port), "--threads", "2"]  # fmt: skip
+            if self.tls is not None:
+                args += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, cwd=REPO)
+        deadline = time.monotonic() + 30
+        while True:  # listening once a connection is accepted
+            assert self.proc.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "the server did not start"
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.02)
 
     def kill(self) -> None:
         """kill -9: no shutdown code runs."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
-        self.proc.stdout.close()
         self.proc = None
 
     def __enter__(self) -> ServerProcess:
