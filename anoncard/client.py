@@ -262,7 +262,9 @@ class TillClient:
     """A till's connection to the store server, with its outbox.
 
     ``clock`` gives the till's time (the sale time of a queued request, and the
-    backoff's now); inject a fixed one in tests.
+    backoff's now); inject a fixed one in tests. Before each checkout or refund at most
+    ``replay_batch`` queued requests are replayed, so a cashier never waits for a long
+    queue; the rest follow with later sales or ``flush()``.
 
     Raises (from the constructor):
         PolicyViolation: the server URL or key is malformed.
@@ -279,11 +281,13 @@ class TillClient:
         timeout: float = 5.0,
         cafile: Path | None = None,
         backoff: Backoff | None = None,
+        replay_batch: int = 20,
     ) -> None:
         self._http = _Transport(server, key, timeout=timeout, cafile=cafile)
         self.outbox = Outbox(outbox)
         self.clock = clock
         self.backoff = backoff or Backoff()
+        self.replay_batch = replay_batch
 
     def close(self) -> None:
         self._http.close()
@@ -320,7 +324,7 @@ class TillClient:
             raise PolicyViolation(f"field '{key}': required (a document number makes a retry count once)", field=key)
         sale_at = self.clock()
         if self.outbox.count():
-            report = self.flush()
+            report = self.flush(limit=self.replay_batch)  # the sale at hand waits for a few, not for all
             if report.refused is not None:
                 raise report.refused
         if self.outbox.count() and not needs_server:  # keep the order: behind what is already queued
@@ -378,8 +382,9 @@ class TillClient:
 
     # -- the outbox ----------------------------------------------------------------------
 
-    def flush(self, *, force: bool = False) -> FlushReport:
-        """Replay the queue in order until it is empty or the server fails again.
+    def flush(self, *, force: bool = False, limit: int | None = None) -> FlushReport:
+        """Replay the queue in order until it is empty, ``limit`` rows were sent, or the
+        server fails again.
 
         A row not yet due (backoff) stops the replay unless ``force``. Never raises for
         a refused row: it becomes a dead letter and the replay goes on.
@@ -387,7 +392,11 @@ class TillClient:
         delivered: list[str] = []
         dead: list[str] = []
         stopped = refused = None
-        for item in self.outbox.pending():
+        pending = self.outbox.pending()
+        for n, item in enumerate(pending):
+            if limit is not None and n >= limit:
+                stopped = "limit"
+                break
             now = self.clock()
             if not force and _parse(item.next_attempt_at, now) > now:
                 stopped = "backoff"

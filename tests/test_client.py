@@ -238,3 +238,20 @@ def test_a_malformed_server_or_key_is_refused_before_anything_is_sent_or_created
         TillClient(server, key, tmp_path / "outbox.db")
     assert info.value.code == "policy_violation"
     assert (not key or key not in str(info.value)) and not (tmp_path / "outbox.db").exists()
+
+
+def test_a_sale_replays_only_a_batch_of_the_queue_before_it_and_keeps_its_place_behind_the_rest(
+    home, cards, key, tmp_path
+):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    sales = [{"card": cards[0], "txn": f"q-{i}", "lines": basket(("dairy", "1.00"))} for i in range(6)]
+    with till(url, tmp_path, key, replay_batch=2) as client:
+        assert all(client.checkout(s).queued for s in sales[:5])
+        with ServerProcess(home, port):
+            client.outbox.retry_later(client.pending()[0].seq, "network_error", datetime(2000, 1, 1))  # due now
+            sixth = client.checkout(sales[5])
+            assert sixth.queued and sixth.reason == "queued behind earlier requests"
+            assert [q.document for q in client.pending()] == ["q-2", "q-3", "q-4", "q-5"]
+            assert client.flush(force=True).delivered == ["q-2", "q-3", "q-4", "q-5"]
+    assert points(home, cards[0]) == 6
