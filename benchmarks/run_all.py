@@ -15,7 +15,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import checkout, cli_startup, entrance, replay, scale, serve, suggestions  # noqa: E402
+from benchmarks import (  # noqa: E402
+    checkout,
+    cli_startup,
+    entrance,
+    http_server,
+    replay,
+    scale,
+    serve,
+    suggestions,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -31,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         "checkout_full": (checkout, ["--n", "100" if q else "1000", "--rounds", "1" if q else "5",
                                      "--synchronous", "FULL"]),
         "serve": (serve, ["--n", "200" if q else "2000", "--rounds", "1" if q else "3"]),
+        "http_server": (http_server, ["--n", "200" if q else "3000", "--rounds", "1" if q else "3",
+                                      "--threads", "4" if q else "1,4,16"]),
         "cli_startup": (cli_startup, ["--runs", "3" if q else "21"]),
         "scale": (scale, ["--sizes", "1000,5000" if q else "10000,100000,1000000", "--ops", "50" if q else "2000"]),
         "replay": (replay, ["--limit", "3000"] if q else []),
@@ -43,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         path = RESULTS / f"{name}.json"
         if not args.table_only:
             subprocess.run([sys.executable, module.__file__, *params, "--json", str(path)], check=True)
-        out[name] = json.loads(path.read_text())
+        if path.exists():
+            out[name] = json.loads(path.read_text())
     (RESULTS / "results.json").write_text(json.dumps(out, indent=2) + "\n")
     (RESULTS / "results.md").write_text(table(out))
     print((RESULTS / "results.md").read_text())
@@ -85,6 +97,16 @@ def table(r: dict) -> str:
          f"habits only: {sg['engine_habits_only_without_caps']['hit@3']} / "
          f"{sg['engine_habits_only_without_caps']['discovery']}", ">= 0.60 / >= 0.10"),
     ]  # fmt: skip
+    hs = r.get("http_server")
+    if hs:
+        rows[3:3] = [
+            (f"checkouts over HTTP ({hs['connections']} keep-alive connections) vs library (FULL)",
+             f"{hs['http_checkouts_per_s_median']} vs {hs['library_checkouts_per_s_median']} /s",
+             f"ratio {hs['ratio_http_to_library']}", ">= 0.5"),
+            (f"HTTP checkout latency at half the maximum ({hs['half_max_rate_per_s']}/s)",
+             f"p50 {hs['latency_p50_ms_at_half_max']} ms", f"p99 {hs['latency_p99_ms_at_half_max']} ms, "
+             f"server peak RSS {hs['server_peak_rss_mib_latency_run']} MiB", "for reference"),
+        ]
     lines = [f"# anoncard benchmarks ({r['when']})", "", f"Machine: {r['machine']}", "",
              "| measure | value | compared | target |", "|---|---|---|---|"]  # fmt: skip
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from benchmarks import checkout, cli_startup, scale, serve
+from benchmarks import checkout, cli_startup, http_server, scale, serve
 
 
 def test_checkout_benchmark_runs():
@@ -17,6 +17,12 @@ def test_checkout_benchmark_runs():
 def test_serve_benchmark_answers_every_request():
     r = serve.main(["--n", "30", "--rounds", "1"])
     assert r["serve_checkouts_per_s_median"] > 0
+
+
+def test_http_benchmark_answers_every_checkout():
+    r = http_server.main(["--n", "40", "--rounds", "1", "--threads", "2", "--connections", "4"])
+    assert r["http_checkouts_per_s_median"] > 0 and r["library_checkouts_per_s_median"] > 0
+    assert r["latency_p50_ms_at_half_max"] > 0 and r["server_peak_rss_mib_latency_run"] > 10
 
 
 def test_cli_startup_benchmark_runs():
