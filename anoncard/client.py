@@ -154,7 +154,9 @@ class _Answer:
 class _Transport:
     """One keep-alive HTTP(S) connection to the server, re-opened after a failure."""
 
-    def __init__(self, server: str, key: str, *, timeout: float, cafile: Path | None) -> None:
+    def __init__(
+        self, server: str, key: str, *, timeout: float, cafile: Path | None, client_cert: tuple[Path, Path] | None
+    ) -> None:
         parts = urlsplit(server)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise PolicyViolation("option 'server': must be an http:// or https:// URL with a host", field="server")
@@ -169,8 +171,15 @@ class _Transport:
             "Accept": "application/json",
         }
         self._timeout = timeout
-        self._context = ssl.create_default_context(cafile=str(cafile) if cafile else None) if self._scheme == "https" \
-            else None  # fmt: skip
+        self._context = None
+        if self._scheme == "https":
+            try:
+                self._context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+                if client_cert is not None:  # mutual TLS: the till's own certificate and key
+                    self._context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+            except (OSError, ssl.SSLError):
+                raise PolicyViolation("option 'ca-file'/'client-cert': cannot be read as PEM certificates and key",
+                                      field="tls") from None  # fmt: skip
         self._conn = None
 
     def __repr__(self) -> str:  # never show the key
@@ -264,7 +273,9 @@ class TillClient:
     ``clock`` gives the till's time (the sale time of a queued request, and the
     backoff's now); inject a fixed one in tests. Before each checkout or refund at most
     ``replay_batch`` queued requests are replayed, so a cashier never waits for a long
-    queue; the rest follow with later sales or ``flush()``.
+    queue; the rest follow with later sales or ``flush()``. ``cafile`` verifies an https
+    server against the store's CA; ``client_cert`` (certificate and key files) is the
+    till's identity where the server requires mutual TLS.
 
     Raises (from the constructor):
         PolicyViolation: the server URL or key is malformed.
@@ -280,10 +291,11 @@ class TillClient:
         clock: Callable[[], datetime] = datetime.now,
         timeout: float = 5.0,
         cafile: Path | None = None,
+        client_cert: tuple[Path, Path] | None = None,
         backoff: Backoff | None = None,
         replay_batch: int = 20,
     ) -> None:
-        self._http = _Transport(server, key, timeout=timeout, cafile=cafile)
+        self._http = _Transport(server, key, timeout=timeout, cafile=cafile, client_cert=client_cert)
         self.outbox = Outbox(outbox)
         self.clock = clock
         self.backoff = backoff or Backoff()

@@ -40,8 +40,16 @@ def _client(obj: dict):
 
     if not obj["server"]:
         raise PolicyViolation("option 'server': required (--server URL or ANONCARD_SERVER)", field="server")
+    identity = obj["client_cert"]
+    if identity is not None and None in identity:
+        raise PolicyViolation("option 'client-cert': give --client-cert and --client-key together", field="client-cert")
     return TillClient(
-        obj["server"], _key(obj["key"], obj["key_file"]), obj["outbox"], timeout=obj["timeout"], cafile=obj["ca_file"]
+        obj["server"],
+        _key(obj["key"], obj["key_file"]),
+        obj["outbox"],
+        timeout=obj["timeout"],
+        cafile=obj["ca_file"],
+        client_cert=identity,
     )
 
 
@@ -76,10 +84,15 @@ def _print_sent(as_json: bool, sent) -> None:
     show_default=True,
     help="The till's outbox file, created owner-only (env: ANONCARD_TILL_OUTBOX).",
 )
-@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="CA for https.")
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The store's CA (PEM) that the https server's certificate must chain to.")  # fmt: skip
+@click.option("--client-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The till's certificate (PEM), where the server requires mutual TLS.")  # fmt: skip
+@click.option("--client-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The private key of --client-cert (PEM).")  # fmt: skip
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for the server.")
 @click.pass_context
-def till(ctx: click.Context, server, key_file, key, outbox, ca_file, timeout) -> None:
+def till(ctx: click.Context, server, key_file, key, outbox, ca_file, client_cert, client_key, timeout) -> None:
     """A till talking to the store server; checkouts and refunds are queued while it is away.
 
     Coupon checkouts, reward redemptions, balances and entrance visits need the server:
@@ -101,6 +114,7 @@ def till(ctx: click.Context, server, key_file, key, outbox, ca_file, timeout) ->
         "key": key,
         "outbox": outbox,
         "ca_file": ca_file,
+        "client_cert": (client_cert, client_key) if client_cert or client_key else None,
         "timeout": timeout,
     }
 

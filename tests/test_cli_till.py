@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from anoncard import Service
 from cli.main import main
 from tests.cli_helpers import assert_refused
-from tests.till_helpers import ServerProcess, add_till, free_port
+from tests.till_helpers import ServerProcess, add_till, free_port, make_pki
 
 
 @pytest.fixture
@@ -130,3 +130,14 @@ def test_importing_anoncard_does_not_load_the_http_client():
     script = f"import sys, anoncard, cli.main\nprint([m for m in {lazy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_till_command_speaks_mutual_tls_with_the_store_ca(home, cards, key, tmp_path):
+    pki = make_pki(tmp_path)
+    outbox = tmp_path / "outbox.db"
+    tls = ["--ca-file", str(pki["ca"]), "--client-cert", str(pki["till_cert"]), "--client-key", str(pki["till_key"])]
+    with ServerProcess(home, tls=(pki["server_cert"], pki["server_key"]), client_ca=pki["ca"]) as server:
+        r = till(server.url, outbox, key, *tls, "checkout", "--card", cards[0], "--txn", "m-1", "--line", "wine=5.00")
+        assert r.exit_code == 0 and r.stdout == "m-1: spend 5.00 EUR, points +5, balance 5\n", r.output
+        half = till(server.url, outbox, key, *tls[:4], "balance", "--card", cards[0])
+        assert half.exit_code == 3 and "give --client-cert and --client-key together" in half.stderr

@@ -14,7 +14,7 @@ from anoncard import LedgerError, Programme, Service
 from anoncard.client import Backoff, Offline, TillClient
 from anoncard.errors import Unauthenticated
 from tests.conftest import basket
-from tests.till_helpers import ServerProcess, add_till, expected_points, free_port, self_signed
+from tests.till_helpers import ServerProcess, add_till, expected_points, free_port, make_pki
 
 KEY = "ak1_not-a-key-the-server-knows"
 
@@ -211,15 +211,29 @@ def test_an_outbox_readable_by_others_is_refused(tmp_path):
 
 
 def test_https_is_verified_against_the_ca_file_and_an_unverified_server_gets_nothing(home, cards, key, tmp_path):
-    cert, cert_key = self_signed(tmp_path)
+    pki = make_pki(tmp_path)
     request = {"card": cards[0], "txn": "tls-1", "lines": basket(("dairy", "2.00"))}
-    with ServerProcess(home, tls=(cert, cert_key)) as server:
+    with ServerProcess(home, tls=(pki["server_cert"], pki["server_key"])) as server:
         with TillClient(server.url, key, tmp_path / "untrusting.db") as client:
             sent = client.checkout(request)
             assert sent.queued and sent.reason == "tls_error"  # kept for later, and not sent to that server
         assert points(home, cards[0]) == 0
-        with TillClient(server.url, key, tmp_path / "trusting.db", cafile=cert) as client:
+        with TillClient(server.url, key, tmp_path / "trusting.db", cafile=pki["ca"]) as client:
             assert client.checkout(request).result["points"] == 2
+
+
+def test_with_mutual_tls_the_till_shows_its_certificate_and_without_one_its_sale_waits(home, cards, key, tmp_path):
+    pki = make_pki(tmp_path)
+    request = {"card": cards[0], "txn": "mtls-1", "lines": basket(("dairy", "3.00"))}
+    tls = (pki["server_cert"], pki["server_key"])
+    with ServerProcess(home, tls=tls, client_ca=pki["ca"]) as server:
+        with TillClient(server.url, key, tmp_path / "till.db", cafile=pki["ca"]) as client:
+            assert client.checkout(request).queued  # refused in the handshake: nothing reached the server
+        assert points(home, cards[0]) == 0
+        identity = (pki["till_cert"], pki["till_key"])
+        with TillClient(server.url, key, tmp_path / "till.db", cafile=pki["ca"], client_cert=identity) as client:
+            assert client.flush(force=True).delivered == ["mtls-1"]
+    assert points(home, cards[0]) == 3
 
 
 @pytest.mark.parametrize(

@@ -37,9 +37,16 @@ class ServerProcess:
     ``fail_with`` runs tests/failing_server.py instead: every request answered with that status."""
 
     def __init__(
-        self, home: Path, port: int | None = None, *, fail_with: int | None = None, tls: tuple[Path, Path] | None = None
+        self,
+        home: Path,
+        port: int | None = None,
+        *,
+        fail_with: int | None = None,
+        tls: tuple[Path, Path] | None = None,
+        client_ca: Path | None = None,
     ) -> None:
         self.home, self.port, self.fail_with, self.tls = home, port or free_port(), fail_with, tls
+        self.client_ca = client_ca
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -54,6 +61,8 @@ class ServerProcess:
                     "--port", str(self.port), "--threads", "2"]  # fmt: skip
             if self.tls is not None:
                 args += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+            if self.client_ca is not None:
+                args += ["--client-ca", str(self.client_ca)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, cwd=REPO)
         deadline = time.monotonic() + 30
         while True:  # listening once a connection is accepted
@@ -79,38 +88,57 @@ class ServerProcess:
             self.kill()
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key (PEM files): the server's, and the till's CA file."""
+def make_pki(directory: Path) -> dict[str, Path]:
+    """A store CA and two certificates it signs (PEM files): the server's for 127.0.0.1 and a till's.
+
+    Keys are: ``ca``, ``server_cert``, ``server_key``, ``till_cert``, ``till_key``."""
     import ipaddress
     from datetime import UTC, datetime, timedelta
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "anoncard test server")])
     now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "server.pem", directory / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
+    out: dict[str, Path] = {}
+
+    def build(common: str, key, issuer_key, issuer_name, extensions) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer_name or name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+        )
+        for ext, critical in extensions:
+            builder = builder.add_extension(ext, critical)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def save(stem: str, key, cert: x509.Certificate) -> None:
+        out[f"{stem}_cert"] = directory / f"{stem}.pem"
+        out[f"{stem}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[f"{stem}_key"] = directory / f"{stem}.key"
+        out[f"{stem}_key"].write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))  # fmt: skip
+        out[f"{stem}_key"].chmod(0o600)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = build("anoncard test store CA", ca_key, ca_key, None, [(x509.BasicConstraints(ca=True, path_length=0), True)])
+    save("ca", ca_key, ca)
+    out["ca"] = out.pop("ca_cert")
+    leaf = [(x509.BasicConstraints(ca=False, path_length=None), True)]
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    save("server", server_key, build("127.0.0.1", server_key, ca_key, ca.subject, [
+        *leaf, (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)]))  # fmt: skip
+    till_key = ec.generate_private_key(ec.SECP256R1())
+    save("till", till_key, build("store7-till1", till_key, ca_key, ca.subject, [
+        *leaf, (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)]))  # fmt: skip
+    return out
 
 
 def stream_request(codes: list[str], stream: str, i: int) -> dict:
