@@ -12,7 +12,7 @@ import pytest
 
 from anoncard import LedgerError, Programme, Service
 from anoncard.client import Backoff, Offline, TillClient
-from anoncard.errors import Unauthenticated
+from anoncard.errors import RateLimited, Unauthenticated
 from tests.conftest import basket
 from tests.till_helpers import ServerProcess, add_till, expected_points, free_port, make_pki
 
@@ -269,3 +269,15 @@ def test_a_sale_replays_only_a_batch_of_the_queue_before_it_and_keeps_its_place_
             assert [q.document for q in client.pending()] == ["q-2", "q-3", "q-4", "q-5"]
             assert client.flush(force=True).delivered == ["q-2", "q-3", "q-4", "q-5"]
     assert points(home, cards[0]) == 6
+
+
+def test_a_429_is_retried_no_sooner_than_the_servers_retry_after(home, cards, key, tmp_path):
+    clock = Clock(datetime(2026, 12, 1, 9, 0, 0))
+    server = ServerProcess(home, fail_with=429)
+    with server, till(server.url, tmp_path, key, clock=clock, backoff=Backoff(base=0.25, cap=16)) as client:
+        sent = client.checkout({"card": cards[0], "txn": "r-1", "lines": basket(("dairy", "3.00"))})
+        assert sent.queued and sent.reason == "rate_limited"
+        head = client.pending()[0]
+        assert datetime.fromisoformat(head.next_attempt_at) - clock.now == timedelta(seconds=1)  # not 0.25
+        with pytest.raises(RateLimited, match="try again in 1 s"):
+            client.balance({"card": cards[0]})
