@@ -54,6 +54,7 @@ from .outbox import QUEUEABLE, Outbox, Queued, Status
 
 TERMINAL_OPS = ("checkout", "refund", "redeem", "balance", "enter")
 MAX_MESSAGE = 300  # a server message longer than this is cut: it is printed on the till
+MAX_ANSWER_BYTES = 4 << 20  # an answer is a receipt or a card's balance: far below this
 
 
 class Offline(AnonCardError):
@@ -214,7 +215,7 @@ class _Transport:
             try:
                 self._conn.request(method, self._prefix + path, body=data, headers=self._headers)
                 response = self._conn.getresponse()
-                raw = response.read()
+                raw = response.read(MAX_ANSWER_BYTES + 1)
             except ssl.SSLCertVerificationError:
                 self.close()
                 raise _Unreachable("tls_error") from None  # a certificate that does not verify: nothing was sent
@@ -227,6 +228,9 @@ class _Transport:
                 self.close()
             break
         status = response.status
+        if len(raw) > MAX_ANSWER_BYTES:
+            self.close()
+            raise _Unreachable("bad_answer")
         retry_after = _seconds(response.getheader("Retry-After"))
         try:
             parsed = json.loads(raw) if raw else None
