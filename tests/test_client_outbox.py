@@ -135,3 +135,38 @@ def test_the_backoff_doubles_up_to_its_cap_and_honours_retry_after(base, cap, at
         assert delay >= min(retry_after, cap) - 1e-6
     else:
         assert delay == pytest.approx(min(cap, base * 2 ** min(attempts - 1, 64)))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=400),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    status=st.sampled_from([400, 401, 403, 404, 409, 413, 415, 418]),
+    body=json_values
+    | st.fixed_dictionaries({"error": st.fixed_dictionaries({"code": json_values, "message": json_values})}),
+)
+def test_any_error_answer_becomes_one_library_error_with_a_short_message_and_a_plain_code(status, body):
+    from anoncard.client import _Answer, _error
+    from anoncard.errors import AnonCardError, Forbidden, Unauthenticated
+
+    err = _error(_Answer(status, body))
+    assert isinstance(err, AnonCardError)
+    assert 0 < len(err.message) <= 300 and isinstance(err.message, str)
+    assert err.code.isidentifier()
+    if status == 401:
+        assert isinstance(err, Unauthenticated)
+    if status == 403:
+        assert isinstance(err, Forbidden)
+
+
+@given(st.text(max_size=30) | st.none())
+def test_retry_after_is_read_as_seconds_or_ignored(value):
+    from anoncard.client import _seconds
+
+    seconds = _seconds(value)
+    assert seconds is None or seconds >= 0
+    assert Backoff(base=1, cap=60).delay(1, seconds) <= timedelta(seconds=60)
