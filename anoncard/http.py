@@ -391,6 +391,7 @@ def serve(
         port=port,
         workers=workers,
         access_log=False,
+        server_header=False,
         log_level="warning",
         **options,
     )

@@ -2,7 +2,8 @@
 
 python benchmarks/http_server.py [--n 3000] [--rounds 3] [--threads 1,4,16] [--connections 32] [--json PATH]
 
-The server runs in a process of its own (synchronous=FULL, as the library here), loaded by
+The server runs in a process of its own (synchronous=FULL, as the library here; one server per
+database thread count, the rounds interleaved with the library's), loaded by
 an asyncio client with ``--connections`` keep-alive connections: first closed-loop (each
 connection sends its next checkout when the last is answered) for the maximum rate, per
 database thread count; then open-loop at half that rate for p50/p99 latency (measured
@@ -150,18 +151,19 @@ def main(argv: list[str] | None = None) -> dict:
         with Service.open(home) as svc:
             codes = [s.code for s in svc.issue_cards({"count": 1000})]
             _, key = Terminals(svc).add("bench-till", "till")
-        for _ in range(args.rounds):
-            lib.append(run_library(home, baskets(args.n, codes, seed=next(seed))))
-        rss = {}
-        for threads in thread_counts:
-            port = free_port()
-            proc = start_server(home, port, threads)
-            try:
-                for _ in range(args.rounds):
+        servers, rss = {}, {}
+        try:
+            for threads in thread_counts:  # all up at once, idle but one: the rounds interleave
+                port = free_port()
+                servers[threads] = (port, start_server(home, port, threads))
+            for _ in range(args.rounds):
+                lib.append(run_library(home, baskets(args.n, codes, seed=next(seed))))
+                for threads, (port, _proc) in servers.items():
                     raw = [encode(r, key) for r in baskets(args.n, codes, seed=next(seed))]
                     srv[threads].append(asyncio.run(closed_loop(port, raw, args.connections)))
-                rss[threads] = peak_rss_mib(proc.pid)
-            finally:
+            rss = {threads: peak_rss_mib(proc.pid) for threads, (_port, proc) in servers.items()}
+        finally:
+            for _port, proc in servers.values():
                 proc.terminate()
                 proc.wait(timeout=30)
         medians = {t: statistics.median(v) for t, v in srv.items()}

@@ -143,11 +143,11 @@ def test_the_operation_table_fits_the_policy_and_the_wire_contract():
 def test_at_is_taken_only_where_the_operation_takes_it(svc):
     card = svc.issue_cards({"count": 1})[0].code
     ctx = Context(svc)
-    request = {"card": card, "txn": "t1", "at": "2015-02-27T12:00:00", "lines": [{"category": "dairy", "amount": "1"}]}
+    request = {"card": card, "txn": "t1", "at": "2015-03-01T12:00:00", "lines": [{"category": "dairy", "amount": "1"}]}
     r = protocol.run(protocol.BY_NAME["checkout"], ctx, request)
-    assert r.points == 1 and svc.store.find_document(svc.ring.reference("checkout", "t1")).day == "2015-02-27"
+    assert r.points == 1 and svc.store.find_document(svc.ring.reference("checkout", "t1")).day == "2015-03-01"
     with pytest.raises(PolicyViolation, match="field 'at': not allowed in a balance request"):
-        protocol.run(protocol.BY_NAME["balance"], ctx, {"card": card, "at": "2015-02-27"})
+        protocol.run(protocol.BY_NAME["balance"], ctx, {"card": card, "at": "2015-03-01"})
     with pytest.raises(PolicyViolation, match="request: must be a JSON object"):
         protocol.run(protocol.BY_NAME["balance"], ctx, [card])
-    assert date.fromisoformat(svc.balance({"card": card}).recent[0]["day"]) == date(2015, 2, 27)
+    assert date.fromisoformat(svc.balance({"card": card}).recent[0]["day"]) == date(2015, 3, 1)
