@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import cards
 from .errors import (
     AnonCardError,
     CardError,
@@ -321,6 +322,8 @@ class TillClient:
         """Credit a basket; queued if the server cannot be reached (unless it redeems coupons).
 
         Raises:
+            CardError: the card code is malformed or fails its check character (checked
+                at the till, before anything is sent or queued).
             PolicyViolation, CardError, UnknownCard, LedgerError, CouponError, RemoteError:
                 the server refused it (nothing is queued).
             Offline: the server cannot be reached and the checkout redeems coupons.
@@ -338,6 +341,8 @@ class TillClient:
         key = "txn"
         if not isinstance(body.get(key), str) or not body[key]:
             raise PolicyViolation(f"field '{key}': required (a document number makes a retry count once)", field=key)
+        if op == "checkout":  # a typo in the card code is caught at the till, not as a dead letter later
+            cards.decode(body.get("card"))
         sale_at = self.clock()
         if self.outbox.count():
             report = self.flush(limit=self.replay_batch)  # the sale at hand waits for a few, not for all

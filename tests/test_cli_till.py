@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from anoncard import Service
+from anoncard.cards import encode, generate
 from cli.main import main
 from tests.cli_helpers import assert_refused
 from tests.till_helpers import ServerProcess, add_till, free_port, make_pki
@@ -21,6 +22,9 @@ from tests.till_helpers import ServerProcess, add_till, free_port, make_pki
 def cards(home: Path) -> list[str]:
     with Service.open(home) as svc:
         return [s.code for s in svc.issue_cards({"count": 2})]
+
+
+CODE = encode(generate())  # a well-formed card code no server knows
 
 
 @pytest.fixture
@@ -113,9 +117,9 @@ def test_a_dead_letter_is_listed_and_dismissed(home, cards, key, tmp_path):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (("redeem", "--card", "C1-X", "--reward", "coffee", "--txn", "r-1"), "a reward redemption needs the server"),
-        (("checkout", "--card", "C1-X", "--txn", "k-1", "--line", "dairy=1.00", "--coupon", "K1-X"), "coupons"),
-        (("balance", "--card", "C1-X"), "a balance needs the server"),
+        (("redeem", "--card", CODE, "--reward", "coffee", "--txn", "r-1"), "a reward redemption needs the server"),
+        (("checkout", "--card", CODE, "--txn", "k-1", "--line", "dairy=1.00", "--coupon", "K1-X"), "coupons"),
+        (("balance", "--card", CODE), "a balance needs the server"),
     ],
 )
 def test_what_needs_the_server_is_refused_offline_with_exit_20_and_not_queued(tmp_path, args, needle):

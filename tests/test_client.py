@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from anoncard import LedgerError, Programme, Service
+from anoncard import CardError, LedgerError, Programme, Service
 from anoncard.client import Backoff, Offline, TillClient
 from anoncard.errors import RateLimited, Unauthenticated
+from tests.cli_helpers import transposed, typo
 from tests.conftest import basket
 from tests.till_helpers import ServerProcess, add_till, expected_points, free_port, make_pki
 
@@ -281,3 +282,12 @@ def test_a_429_is_retried_no_sooner_than_the_servers_retry_after(home, cards, ke
         assert datetime.fromisoformat(head.next_attempt_at) - clock.now == timedelta(seconds=1)  # not 0.25
         with pytest.raises(RateLimited, match="try again in 1 s"):
             client.balance({"card": cards[0]})
+
+
+def test_offline_a_mistyped_card_code_is_refused_at_the_till_instead_of_queued(home, cards, key, tmp_path):
+    with till(dead_url(), tmp_path, key) as client:
+        for code in (typo(cards[0]), transposed(cards[0]), "C1-SHORT", None):
+            with pytest.raises(CardError, match="field 'card'") as info:
+                client.checkout({"card": code, "txn": "typo-1", "lines": basket(("dairy", "1.00"))})
+            assert code is None or code not in str(info.value)
+        assert client.status().queued == 0
