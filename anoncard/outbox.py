@@ -142,16 +142,21 @@ def document_number(op: str, body: dict) -> str:
 
 
 def _secure_file(path: Path) -> None:
-    """Create ``path`` owner-only, or refuse an existing one that others can read or write."""
+    """Create ``path`` owner-only, or refuse an existing one that is a link, someone else's,
+    or open to others (the file holds card codes)."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode):
-            raise OutboxError("outbox: the path is not a regular file") from None
-        if mode & 0o077:
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise OutboxError("outbox: the path is not a regular file (a link or a directory)") from None
+        if info.st_uid != os.getuid():
+            raise OutboxError("outbox: the file belongs to another user") from None
+        if info.st_mode & 0o077:
             raise OutboxError("outbox: the file is readable or writable by others; chmod 600 it") from None
         return
+    except OSError:
+        raise OutboxError("outbox: cannot create the file (is its directory there and writable?)") from None
     os.close(fd)
 
 

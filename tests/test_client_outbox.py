@@ -170,3 +170,20 @@ def test_retry_after_is_read_as_seconds_or_ignored(value):
     seconds = _seconds(value)
     assert seconds is None or seconds >= 0
     assert Backoff(base=1, cap=60).delay(1, seconds) <= timedelta(seconds=60)
+
+
+def test_a_planted_link_or_a_missing_directory_is_refused(tmp_path):
+    target = tmp_path / "elsewhere.db"
+    target.write_bytes(b"")
+    target.chmod(0o600)
+    link = tmp_path / "outbox.db"
+    link.symlink_to(target)
+    with pytest.raises(OutboxError, match="not a regular file"):
+        Outbox(link)
+    dangling = tmp_path / "dangling.db"
+    dangling.symlink_to(tmp_path / "nothing-here")
+    with pytest.raises(OutboxError, match="not a regular file"):
+        Outbox(dangling)
+    assert not (tmp_path / "nothing-here").exists() and target.read_bytes() == b""
+    with pytest.raises(OutboxError, match="cannot create the file"):
+        Outbox(tmp_path / "no-such-dir" / "outbox.db")
