@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import ssl
 import threading
@@ -47,6 +48,15 @@ from .errors import AnonCardError, Forbidden, NotJson, PolicyViolation, RateLimi
 from .protocol import Context, Operation
 from .service import KEYRING_NAME, Service
 from .terminals import Terminals, key_bytes
+
+_log = logging.getLogger("anoncard.http")
+
+
+class InternalError(AnonCardError):
+    """A defect answered as a 500 in the error envelope (the traceback goes to the log, not the client)."""
+
+    code = "internal_error"
+
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 NO_KEY = Unauthenticated("authorization: a valid terminal key is required (Authorization: Bearer ak1_...)")
@@ -265,6 +275,9 @@ class Server:
                 )
             except AnonCardError as exc:
                 result = exc
+            except Exception:  # a defect, not a refusal: the transaction was rolled back
+                _log.exception("internal error in %s", op.name)
+                result = InternalError("server: internal error (see the server's log)")
             if isinstance(result, AnonCardError):
                 response: Response = _error_response(result)
                 outcome, rule = result.code, refusal_rule(result)
@@ -332,9 +345,8 @@ def create_app(
         yield
         pool.close()
 
-    app = Starlette(
-        routes=routes, exception_handlers={404: _not_found, 405: _method_not_allowed}, lifespan=lifespan
-    )
+    handlers = {404: _not_found, 405: _method_not_allowed}
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.server = server
     return app
 

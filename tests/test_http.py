@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -257,3 +258,19 @@ def test_unknown_paths_and_methods_answer_the_error_envelope(shop):
         wrong = c.get("/v1/checkout", headers=auth(keys["till"]))
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_defect_answers_500_in_the_envelope(shop, monkeypatch):
+    home, keys, card = shop
+
+    def broken(ctx, body, at):
+        raise RuntimeError("a defect")
+
+    op = protocol.BY_NAME["balance"]  # operations are frozen: the table gets a broken copy
+    monkeypatch.setattr(protocol, "OPERATIONS", tuple(replace(o, handler=broken) if o is op else o
+                                                      for o in protocol.OPERATIONS))  # fmt: skip
+    with live_server(home) as url, httpx.Client(base_url=url) as c:
+        r = c.post("/v1/balance", json={"card": card}, headers=auth(keys["till"]))
+        ok = c.post("/v1/redeem", json={"card": card, "reward": "coffee", "txn": "d1"}, headers=auth(keys["till"]))
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error" and card not in r.text
+    assert ok.status_code == 200
