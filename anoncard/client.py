@@ -119,11 +119,18 @@ class FlushReport:
     delivered: list[str] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
     remaining: int = 0
+    replayed: list[str] = field(default_factory=list)  # delivered ones the server had credited before
     stopped: str | None = None  # why the replay stopped early (an error code), if it did
     refused: AnonCardError | None = None  # the server refused the till's key (401/403)
 
     def to_dict(self) -> dict:
-        return {"delivered": self.delivered, "dead": self.dead, "remaining": self.remaining, "stopped": self.stopped}
+        return {
+            "delivered": self.delivered,
+            "replayed": self.replayed,
+            "dead": self.dead,
+            "remaining": self.remaining,
+            "stopped": self.stopped,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,6 +419,7 @@ class TillClient:
         a refused row: it becomes a dead letter and the replay goes on.
         """
         delivered: list[str] = []
+        replayed: list[str] = []
         dead: list[str] = []
         stopped = refused = None
         pending = self.outbox.pending()
@@ -433,6 +441,8 @@ class TillClient:
             if answer.status // 100 == 2:
                 self.outbox.delivered(item.seq)
                 delivered.append(item.document)
+                if answer.body.get("replayed") is True:  # credited before its answer was lost: not again
+                    replayed.append(item.document)
                 continue
             err = _error(answer)
             if answer.status in _HELD:
@@ -443,7 +453,7 @@ class TillClient:
             dead.append(item.document)
         if delivered or dead:
             self.outbox.scrub()
-        return FlushReport(delivered, dead, self.outbox.count(), stopped, refused)
+        return FlushReport(delivered, dead, self.outbox.count(), replayed, stopped, refused)
 
     def status(self) -> Status:
         return self.outbox.status()

@@ -228,6 +228,8 @@ def till_flush(obj, as_json):
     with _client(obj) as client:
         report = client.flush(force=True)
     text = f"delivered {len(report.delivered)}, dead letters {len(report.dead)}, still queued {report.remaining}"
+    if report.replayed:
+        text += f"\n({len(report.replayed)} had been credited before their answer was lost: not credited again)"
     _print(as_json, report.to_dict(), text)
     if report.remaining:
         exc: AnonCardError = report.refused or Offline(

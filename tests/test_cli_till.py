@@ -91,7 +91,8 @@ def test_offline_a_checkout_is_queued_status_shows_it_and_flush_delivers_it(home
     with ServerProcess(home, port):
         flushed = till(url, outbox, key, "flush", "--json")
         assert flushed.exit_code == 0, flushed.output
-        assert json.loads(flushed.stdout) == {"delivered": ["q-1"], "dead": [], "remaining": 0, "stopped": None}
+        want = {"delivered": ["q-1"], "replayed": [], "dead": [], "remaining": 0, "stopped": None}
+        assert json.loads(flushed.stdout) == want
         assert till(url, outbox, key, "balance", "--card", cards[0]).stdout.startswith("points 20, visits 1")
     assert till(None, outbox, None, "status").stdout == "queued 0\ndead letters 0\n"
 

@@ -291,3 +291,17 @@ def test_offline_a_mistyped_card_code_is_refused_at_the_till_instead_of_queued(h
                 client.checkout({"card": code, "txn": "typo-1", "lines": basket(("dairy", "1.00"))})
             assert code is None or code not in str(info.value)
         assert client.status().queued == 0
+
+
+def test_a_queued_sale_the_server_already_credited_is_reported_replayed_and_credited_once(home, cards, key, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    sale = {"card": cards[0], "txn": "lost-answer-1", "lines": basket(("wine", "12.00"))}
+    with till(url, tmp_path, key) as client:
+        assert client.checkout(sale).queued  # as if the answer was lost on the way back
+        with ServerProcess(home, port):
+            with TillClient(url, key, tmp_path / "other.db") as other:  # the sale reached the server after all
+                assert other.checkout(sale).result["replayed"] is False
+            report = client.flush(force=True)
+    assert (report.delivered, report.replayed) == (["lost-answer-1"], ["lost-answer-1"])
+    assert points(home, cards[0]) == 12

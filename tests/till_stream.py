@@ -4,7 +4,7 @@ ANONCARD_TILL_KEY=KEY python tests/till_stream.py URL OUTBOX CODES_FILE STREAM N
 
 Prints ``sent TXN queued|delivered`` once each checkout returned (delivered or queued: either way it is
 safe on disk or on the server), then, with ``--drain``, replays the outbox until it is
-empty and prints ``drained``.
+empty and prints how many replays the server answered ``"replayed": true`` and ``drained``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,14 @@ def main() -> None:
             sent = till.checkout(stream_request(codes, stream, i))
             print(f"sent {stream}-{i} {'queued' if sent.queued else 'delivered'}", flush=True)
         if "--drain" in sys.argv:
-            while till.flush().remaining:
+            replayed = 0
+            while True:
+                report = till.flush()
+                replayed += len(report.replayed)
+                if not report.remaining:
+                    break
                 time.sleep(0.05)
+            print(f"replayed {replayed}", flush=True)  # credited before a kill cut the answer: not again
             print("drained", flush=True)
 
 
