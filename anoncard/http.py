@@ -353,8 +353,12 @@ def create_app(
 
 def app_from_env() -> Starlette:
     """The application for ``uvicorn --factory`` (one per worker process): the home from ANONCARD_HOME."""
+    env = os.environ
     return create_app(
-        Path(os.environ["ANONCARD_HOME"]), threads=int(os.environ.get("ANONCARD_SERVER_THREADS", "4"))
+        Path(env["ANONCARD_HOME"]),
+        threads=int(env.get("ANONCARD_SERVER_THREADS", "4")),
+        unknown_card_limit=int(env.get("ANONCARD_SERVER_UNKNOWN_CARD_LIMIT", "30")),
+        unknown_card_window_s=float(env.get("ANONCARD_SERVER_UNKNOWN_CARD_WINDOW_S", "60")),
     )
 
 
@@ -384,6 +388,8 @@ def serve(
     client_ca: str | None = None,
     workers: int = 1,
     threads: int = 4,
+    unknown_card_limit: int = 30,
+    unknown_card_window_s: float = 60.0,
 ) -> None:
     """Run the server until interrupted. The home is opened once first, so a broken one fails here.
 
@@ -396,6 +402,8 @@ def serve(
     Service.open(home).close()
     os.environ["ANONCARD_HOME"] = str(Path(home).resolve())
     os.environ["ANONCARD_SERVER_THREADS"] = str(threads)
+    os.environ["ANONCARD_SERVER_UNKNOWN_CARD_LIMIT"] = str(unknown_card_limit)
+    os.environ["ANONCARD_SERVER_UNKNOWN_CARD_WINDOW_S"] = str(unknown_card_window_s)
     uvicorn.run(
         "anoncard.http:app_from_env",
         factory=True,

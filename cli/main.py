@@ -382,8 +382,12 @@ def serve(obj):
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Database threads per process (each with its own connection).")  # fmt: skip
+@click.option("--unknown-card-limit", default=30, show_default=True, type=click.IntRange(1),
+              help="Unknown-card answers one terminal may get per window (code guessing), then 429.")  # fmt: skip
+@click.option("--unknown-card-window", default=60.0, show_default=True, type=click.FloatRange(1),
+              help="The window of --unknown-card-limit, in seconds.")  # fmt: skip
 @click.pass_obj
-def server(obj, host, port, tls_cert, tls_key, client_ca, workers, threads):
+def server(obj, host, port, tls_cert, tls_key, client_ca, workers, threads, unknown_card_limit, unknown_card_window):
     """The store server: every terminal operation over HTTP(S), one bearer key per terminal.
 
     Add terminals first ('anoncard terminals add'); see /openapi.json for the operations.
@@ -396,7 +400,8 @@ def server(obj, host, port, tls_cert, tls_key, client_ca, workers, threads):
 
     try:
         http.serve(obj["home"], host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca,
-                   workers=workers, threads=threads)  # fmt: skip
+                   workers=workers, threads=threads, unknown_card_limit=unknown_card_limit,
+                   unknown_card_window_s=unknown_card_window)  # fmt: skip
     except AnonCardError as exc:
         _emit_error(exc, False)
 

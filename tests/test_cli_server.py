@@ -98,3 +98,38 @@ def test_a_database_from_before_terminals_gains_the_table(home):
     with Service.open(home) as svc:
         assert svc.store.conn.execute("PRAGMA user_version").fetchone()[0] == 6
         assert [t.name for t in Terminals(svc).list()] == ["till1"]
+
+
+def test_the_server_command_serves_with_its_options(home):
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from anoncard import cards
+    from tests.http_helpers import free_port
+
+    key = cli(home, "terminals", "add", "--name", "till1", "--role", "till").stdout.strip()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "anoncard", "--home", str(home), "server", "--port", str(port),
+                             "--threads", "2", "--unknown-card-limit", "1", "--unknown-card-window", "30"],
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        headers = {"Authorization": f"Bearer {key}"}
+        guesses = [{"card": cards.generate().code} for _ in range(2)]
+        answers = [httpx.post(f"http://127.0.0.1:{port}/v1/balance", json=g, headers=headers) for g in guesses]
+        assert [a.status_code for a in answers] == [404, 429]
+        assert answers[1].headers["retry-after"] == "30" and "server" not in answers[1].headers
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert key.encode() not in err and b"Traceback" not in err
