@@ -35,7 +35,8 @@ bench-suggestions: $(BENCH_STAMP)
 
 stress: $(STAMP)
 	ANONCARD_STRESS=1 $(BIN)/python -m pytest tests/test_reliability.py tests/test_crash.py \
-		tests/test_backup.py tests/test_hostile_input.py tests/test_coupons.py
+		tests/test_backup.py tests/test_hostile_input.py tests/test_coupons.py \
+		tests/test_offline_kill.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check anoncard cli tests benchmarks

@@ -829,3 +829,8 @@ def audit_cmd(obj, as_json, report, at):
         exc = AuditFailed(f"audit failed: {failed}")
         click.echo(f"Error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
+
+
+from cli.till import till as _till  # noqa: E402  (the till client's commands, in a module of their own)
+
+main.add_command(_till)
