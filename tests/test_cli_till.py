@@ -55,7 +55,7 @@ def test_checkout_balance_and_enter_through_the_server_with_the_key_from_the_env
         b = till(server.url, outbox, key, "balance", "--card", cards[0])
         assert b.exit_code == 0 and b.stdout.startswith("points 11, visits 1\n")
         forbidden = till(server.url, outbox, key, "enter", "--card", cards[0], "--json")
-        assert forbidden.exit_code == 13 and json.loads(forbidden.stdout)["error"]["code"] == "forbidden"
+        assert forbidden.exit_code == 14 and json.loads(forbidden.stdout)["error"]["code"] == "forbidden"
         entrance = add_till(home, "store7-entrance", "entrance")
         e = till(server.url, outbox, entrance, "enter", "--card", cards[0], "--json")
         assert e.exit_code == 0 and "coupons" in json.loads(e.stdout)
@@ -73,7 +73,7 @@ def test_the_key_comes_from_a_file_and_without_one_the_command_says_where_to_put
         assert_refused(missing, exit_code=3, needles=("--key-file FILE or ANONCARD_TILL_KEY",), as_json=True,
                        code="policy_violation")  # fmt: skip
         wrong = till(server.url, outbox, "ak1_not-the-key", "balance", "--card", cards[1])
-        assert wrong.exit_code == 12 and wrong.stderr.startswith("Error: ") and "not-the-key" not in wrong.output
+        assert wrong.exit_code == 13 and wrong.stderr.startswith("Error: ") and "not-the-key" not in wrong.output
 
 
 def test_offline_a_checkout_is_queued_status_shows_it_and_flush_delivers_it(home, cards, key, tmp_path):
