@@ -233,7 +233,15 @@ def scan(text: str, *, region: str = "DE", today: date | None = None) -> list[st
     sign for a K, look-alike letters, tabs and doubled spaces hide nothing."""
     if not isinstance(text, str) or not text:
         return []
-    text = normalise(text)
+    if not text.isascii() and any(unicodedata.category(ch) == "Cf" for ch in text):
+        # an invisible character may join two tokens or separate them: scan both readings
+        spaced = "".join(" " if unicodedata.category(ch) == "Cf" else ch for ch in text)
+        found = _scan(normalise(text), region, today)
+        return found + [kind for kind in _scan(normalise(spaced), region, today) if kind not in found]
+    return _scan(normalise(text), region, today)
+
+
+def _scan(text: str, region: str, today: date | None) -> list[str]:
     found = []
     if _email(text):
         found.append("email address")

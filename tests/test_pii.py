@@ -219,3 +219,9 @@ def test_birth_dates_in_any_common_form_are_found(day, fmt):
 
 def test_normalise_folds_width_digits_homoglyphs_case_and_space():
     assert pii.normalise("\uff24\uff25\u0668\u0669\t\u0410B  c\u200b") == "de89 ab c"
+
+
+@pytest.mark.parametrize("text", ["Hauptstraße\xa00\xadÀ", "max\u200b@example.de", "Haupt\u00adstraße 5"])
+def test_an_invisible_character_neither_joins_nor_splits_personal_data_away(text):
+    """A soft hyphen or zero-width space may hide a word boundary or split a token: both readings are scanned."""
+    assert scan(text)
