@@ -31,7 +31,7 @@ from pathlib import Path
 
 from . import cards, files, pii
 from .cards import CardSecret
-from .errors import PolicyFileError, PolicyViolation
+from .errors import CardError, PolicyFileError, PolicyViolation
 from .money import format_cents, parse_cents
 from .vocabulary import NAME, PRIVATE_LABEL, Vocabulary
 
@@ -553,6 +553,14 @@ def _only_declared(mapping: Mapping, allowed: Mapping, what: str, whole: str, pr
         )
 
 
+def _is_card_code(value: str) -> bool:
+    try:
+        cards.decode(value)
+    except CardError:
+        return False
+    return True
+
+
 def _string(rule: FieldRule, value: object, where: str) -> str:
     if not isinstance(value, str):
         raise PolicyViolation(f"field '{where}': must be a string", field=where)
@@ -564,6 +572,9 @@ def _string(rule: FieldRule, value: object, where: str) -> str:
                 "(a till document number)",
                 field=where,
             )
+        if value[:2].upper() == cards.PREFIX and _is_card_code(value):
+            # a till that puts the card into the document number would print it on every receipt
+            raise PolicyViolation(f"field '{where}': a document number never holds a card code", field=where)
         return value
     if not 1 <= len(value) <= limit or not _NAME.fullmatch(value):
         raise PolicyViolation(f"field '{where}': must be a reward name from the catalogue", field=where)
