@@ -47,8 +47,10 @@ from .errors import (
     Forbidden,
     LedgerError,
     NotJson,
+    Offline,
     PolicyViolation,
     RateLimited,
+    RemoteError,
     RequestTooLarge,
     Unauthenticated,
     UnknownCard,
@@ -60,22 +62,7 @@ MAX_MESSAGE = 300  # a server message longer than this is cut: it is printed on 
 MAX_ANSWER_BYTES = 4 << 20  # an answer is a receipt or a card's balance: far below this
 
 
-class Offline(AnonCardError):
-    """The server cannot be reached (or is unavailable) and the request cannot be queued."""
 
-    code = "offline"
-    exit_code = 20
-
-
-class RemoteError(AnonCardError):
-    """The server refused a request with an error code this client has no class for."""
-
-    exit_code = 22
-
-    def __init__(self, message: str, *, code: str, status: int, field: str | None = None) -> None:
-        super().__init__(message, field=field)
-        self.code = code
-        self.status = status
 
 
 _REMOTE = {

@@ -141,3 +141,34 @@ class RateLimited(AnonCardError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class InternalError(AnonCardError):
+    """A defect answered as a 500 in the error envelope (the traceback goes to the log, not the client)."""
+
+    code = "internal_error"
+
+
+class Offline(AnonCardError):
+    """The server cannot be reached (or is unavailable) and the request cannot be queued."""
+
+    code = "offline"
+    exit_code = 20
+
+
+class OutboxError(AnonCardError):
+    """The outbox file cannot be used: readable by others, not a database, or not writable."""
+
+    code = "outbox_error"
+    exit_code = 21
+
+
+class RemoteError(AnonCardError):
+    """The server refused a request with an error code this client has no class for."""
+
+    exit_code = 22
+
+    def __init__(self, message: str, *, code: str, status: int, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.code = code
+        self.status = status

@@ -44,18 +44,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import protocol
-from .errors import AnonCardError, Forbidden, NotJson, PolicyViolation, RateLimited, Unauthenticated, UnknownCard
+from .errors import (
+    AnonCardError,
+    Forbidden,
+    InternalError,
+    NotJson,
+    PolicyViolation,
+    RateLimited,
+    Unauthenticated,
+    UnknownCard,
+)
 from .protocol import Context, Operation
 from .service import KEYRING_NAME, Service
 from .terminals import Terminals, key_bytes
 
 _log = logging.getLogger("anoncard.http")
-
-
-class InternalError(AnonCardError):
-    """A defect answered as a 500 in the error envelope (the traceback goes to the log, not the client)."""
-
-    code = "internal_error"
 
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .errors import AnonCardError
+from .errors import OutboxError
 
 QUEUEABLE = ("checkout", "refund")
 
@@ -65,13 +65,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     message TEXT NOT NULL
 );
 """
-
-
-class OutboxError(AnonCardError):
-    """The outbox file cannot be used: readable by others, not a database, or not writable."""
-
-    code = "outbox_error"
-    exit_code = 21
 
 
 @dataclass(frozen=True, slots=True)

@@ -299,6 +299,16 @@ def card_issue(obj, as_json, count, qr_dir, qr_format, preview):
         svc.issue_cards({"count": count}, qr_dir=qr_dir, qr_format=qr_format, emit=emit)
 
 
+def _balance_text(b: dict) -> str:
+    """A balance answer (``Balance.to_dict()`` or the server's JSON) as the till shows it."""
+    lines = [f"points {b['points']}, visits {b['visits']}"]
+    lines += [
+        f"  {d['day']}  {d['kind']:<8} {d['points']:+6d}  {d['spend']:>9}  {d.get('item', '')}".rstrip()
+        for d in b.get("recent", [])
+    ]
+    return "\n".join(lines)
+
+
 def _receipt_text(r) -> str:
     if r.kind == "checkout":
         text = f"{r.txn}: spend {r.spend} EUR, points {r.points:+d}, balance {r.balance}"
@@ -377,12 +387,8 @@ def balance(obj, as_json, card_code, input_):
       anoncard balance --card C1-...
     """
     b = _run(obj, "balance", _request(input_, {"card": card_code}))
-    lines = [f"points {b.points}, visits {b.visits}"]
-    lines += [
-        f"  {d['day']}  {d['kind']:<8} {d['points']:+6d}  {d['spend']:>9}  {d.get('item', '')}".rstrip()
-        for d in b.recent
-    ]
-    _print(as_json, b.to_dict(), "\n".join(lines))
+    data = b.to_dict()
+    _print(as_json, data, _balance_text(data))
 
 
 @command(main, "redeem")

@@ -15,7 +15,7 @@ import click
 
 from anoncard.errors import AnonCardError, PolicyViolation
 from anoncard.service import Receipt
-from cli.main import _lines, _print, _receipt_text, _request, command
+from cli.main import _balance_text, _lines, _print, _receipt_text, _request, command
 
 KEY_ENV = "ANONCARD_TILL_KEY"
 
@@ -188,12 +188,7 @@ def till_balance(obj, as_json, card_code, input_):
     request = _request(input_, {"card": card_code})
     with _client(obj) as client:
         b = client.balance(request)
-    lines = [f"points {b['points']}, visits {b['visits']}"]
-    lines += [
-        f"  {d['day']}  {d['kind']:<8} {d['points']:+6d}  {d['spend']:>9}  {d.get('item', '')}".rstrip()
-        for d in b.get("recent", [])
-    ]
-    _print(as_json, b, "\n".join(lines))
+    _print(as_json, b, _balance_text(b))
 
 
 @command(till, "enter")
