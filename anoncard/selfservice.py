@@ -153,7 +153,7 @@ class Holder:
         Raises:
             PolicyViolation, CardError: the gate refused the request (``confirm`` not true).
             UnknownCard: no card matches.
-            CardError: the reward is not in the catalogue.
+            PolicyViolation: the reward is not in the catalogue.
             LedgerError: the reward costs more than the balance (nothing is erased).
         """
         svc = self.svc
