@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -28,10 +29,8 @@ def _holder_of(svc: Service, codes: list[str]) -> list[tuple[str, int]]:
     """``(card code, points)`` of every code in ``codes`` the store still knows."""
     known = []
     for code in codes:
-        try:
+        with contextlib.suppress(UnknownCard):
             known.append((code, svc.balance({"card": code}).points))
-        except UnknownCard:
-            pass
     return known
 
 
