@@ -350,6 +350,10 @@ def create_app(
         UnknownCardLimit(recovery_limit, recovery_window_s, monotonic, what="recovery"),
     )
     routes = [Route(op.path, server.endpoint(op), methods=[op.method]) for op in protocol.OPERATIONS]
+    if kiosk_page:
+        from .kiosk import Kiosk
+
+        routes += Kiosk(server, idle_s=kiosk_idle_s, clock=monotonic).routes()
     routes += [
         Route("/healthz", server.healthz, methods=["GET"]),
         Route("/metrics", server.metrics_text, methods=["GET"]),
