@@ -54,7 +54,7 @@ SECURITY_HEADERS = {
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # (no-referrer would make a browser send "Origin: null" on our own forms)
     "X-Frame-Options": "DENY",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
@@ -171,7 +171,7 @@ def page(title: str, body: str, *, refresh: float | None = None, status: int = 2
     text = f"""<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">{meta}
+<meta name="referrer" content="same-origin">{meta}
 <title>{_e(title)} - anoncard</title><link rel="stylesheet" href="/kiosk/kiosk.css"></head>
 <body><header><strong>anoncard</strong> &middot; your card, your data
 &middot; <a href="/kiosk/about">What the card stores / Was die Karte speichert</a></header>
@@ -278,7 +278,10 @@ class Kiosk:
 
     async def _form(self, request: Request) -> dict[str, str]:
         origin = request.headers.get("origin")
-        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        site = request.headers.get("sec-fetch-site")
+        if (origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}") or (
+            site is not None and site not in ("same-origin", "none")
+        ):
             raise PolicyViolation("request: a form of another site is refused", field="input")
         body = b""
         async for chunk in request.stream():

@@ -94,9 +94,12 @@ def retention(svc: Service, rows: Mapping[str, list[dict[str, Any]]]) -> dict[st
     out = {}
     for table, table_rows in rows.items():
         rule = p.storage.get(table)
+        kept = rule.retention if rule else ""
+        kept = kept.replace("retention.documents_days", f"{p.documents_days} days")
+        kept = kept.replace("retention.history_days", f"{p.history_days} days")
         entry: dict[str, Any] = {
             "purpose": rule.purpose if rule else "",
-            "kept": rule.retention if rule else "",
+            "kept": kept,
             "rows": len(table_rows),
             "first_until": None,
             "last_until": None,

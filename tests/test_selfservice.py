@@ -97,7 +97,8 @@ def test_the_export_says_what_the_policy_keeps_each_table_for_and_until_when(svc
     r = doc["retention"]
     assert set(r) == {t for t, _ in CARD_TABLES}
     assert r["txns"]["purpose"] == svc.policy.storage["txns"].purpose
-    assert r["txns"]["kept"] == svc.policy.storage["txns"].retention
+    assert r["txns"]["kept"] == svc.policy.storage["txns"].retention.replace("retention.documents_days", "120 days")
+    assert r["txns"]["kept"].startswith("120 days, then compacted")
     first = (DAY - timedelta(days=6)).isoformat()
     assert r["txns"]["first_until"] == (DAY - timedelta(days=6) + timedelta(days=svc.policy.documents_days)).isoformat()
     assert r["history"]["last_until"] == (DAY - timedelta(days=2) + timedelta(days=svc.policy.history_days)).isoformat()
