@@ -333,7 +333,7 @@ class Kiosk:
                 f"or replace a lost card. No name, no account: your card is the key.</p>"
                 f"{_form('/kiosk/card', inner, button='Show my card')}"
                 f'<p><a class="button quiet" href="/kiosk/replace">Lost your card? Replace it</a></p>')
-        return page("Your card", body)
+        return page("Your card", body, status=status)
 
     # -- pages ---------------------------------------------------------------------
 
