@@ -105,7 +105,7 @@ _ERRORS = {
     409: "refused: a conflict or a refused operation (ledger_error, coupon_error, keyring_error)",
     413: "the body is larger than the limit (too_large)",
     415: "the body is not declared as JSON (not_json)",
-    429: "too many unknown cards from this terminal (rate_limited); see Retry-After",
+    429: "too many unknown cards, or unknown recovery codes, from this terminal (rate_limited); see Retry-After",
     503: "the database is busy or cannot be written; retry (store_error)",
 }
 
