@@ -15,7 +15,9 @@ from .errors import (
 )
 from .keyring import KeyRing
 from .programme import Programme
-from .service import Balance, Receipt, Retirement, Service, init_home
+from .recovery import RecoveryCode
+from .selfservice import Erasure, Holder, Replacement
+from .service import Balance, IssuedCard, Receipt, Retirement, Service, init_home
 from .store import Store
 from .vocabulary import Category, Vocabulary
 
@@ -28,6 +30,9 @@ __all__ = [
     "Balance",
     "CardError",
     "CardSecret",
+    "Erasure",
+    "Holder",
+    "IssuedCard",
     "KeyRing",
     "KeyRingError",
     "LedgerError",
@@ -35,6 +40,8 @@ __all__ = [
     "Programme",
     "ProgrammeError",
     "Receipt",
+    "RecoveryCode",
+    "Replacement",
     "Retirement",
     "Service",
     "Store",

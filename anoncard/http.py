@@ -70,8 +70,10 @@ class UnknownCardLimit:
     guessing); then card operations are refused until the oldest answer leaves the window.
     Counts are kept in memory only, per terminal name, never per card."""
 
-    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window_s, self.clock = limit, window_s, clock
+    def __init__(
+        self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic, what: str = "card"
+    ) -> None:
+        self.limit, self.window_s, self.clock, self.what = limit, window_s, clock, what
         self._seen: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
@@ -88,8 +90,9 @@ class UnknownCardLimit:
             seen = self._recent(terminal, now)
             if len(seen) >= self.limit:
                 wait = max(1, int(seen[0] + self.window_s - now + 0.999))
+                noun = "recovery codes" if self.what == "recovery" else "cards"
                 raise RateLimited(
-                    f"card: at most {self.limit} unknown cards per {self.window_s:g} s for one terminal; "
+                    f"{self.what}: at most {self.limit} unknown {noun} per {self.window_s:g} s for one terminal; "
                     f"try again in {wait} s",
                     retry_after=wait,
                 )
@@ -240,8 +243,8 @@ def _error_response(exc: AnonCardError) -> JSONResponse:
 class Server:
     """The application's state: the pool, the unknown-card limit and the metrics."""
 
-    def __init__(self, pool: ServicePool, limit: UnknownCardLimit) -> None:
-        self.pool, self.limit, self.metrics = pool, limit, Metrics()
+    def __init__(self, pool: ServicePool, limit: UnknownCardLimit, recovery_limit: UnknownCardLimit) -> None:
+        self.pool, self.limit, self.recovery_limit, self.metrics = pool, limit, recovery_limit, Metrics()
         self._openapi: bytes | None = None
 
     def execute(self, op: Operation, key: str, body: bytes, is_json: bool) -> tuple[str, dict | AnonCardError]:
@@ -253,15 +256,16 @@ class Server:
             role = terminal.role
             if role not in op.roles:
                 raise Forbidden(f"role: the {role} role does not reach {op.method} {op.path}")
+            limit = self.recovery_limit if op.recovery else self.limit
             if op.card:
-                self.limit.check(terminal.name)
+                limit.check(terminal.name)
             if body and not is_json:
                 raise NotJson("request: the body must be JSON (Content-Type: application/json)", field="input")
             request = protocol.decode(body) if body else {}
             try:
                 return role, protocol.to_dict(protocol.run(op, ctx, request))
             except UnknownCard:
-                self.limit.count(terminal.name)
+                limit.count(terminal.name)
                 raise
         except AnonCardError as exc:
             return role, exc
@@ -329,12 +333,30 @@ def create_app(
     clock: Callable[[], datetime] = datetime.now,
     unknown_card_limit: int = 30,
     unknown_card_window_s: float = 60.0,
+    recovery_limit: int = 5,
+    recovery_window_s: float = 600.0,
     monotonic: Callable[[], float] = time.monotonic,
+    kiosk_page: bool = True,
+    kiosk_idle_s: float = 120.0,
 ) -> Starlette:
-    """The ASGI application over one home. Time and the unknown-card limit are injected for tests."""
+    """The ASGI application over one home. Time and the limits are injected for tests.
+
+    Two budgets of refusals per terminal, in memory: ``unknown_card_limit`` unknown cards per
+    ``unknown_card_window_s``, and ``recovery_limit`` unknown recovery codes per
+    ``recovery_window_s`` (a code replaces a card, so its guesses get the tighter budget).
+    ``kiosk_page`` serves the card holders' page under ``/kiosk`` (:mod:`anoncard.kiosk`).
+    """
     pool = ServicePool(home, threads, synchronous=synchronous, clock=clock)
-    server = Server(pool, UnknownCardLimit(unknown_card_limit, unknown_card_window_s, monotonic))
+    server = Server(
+        pool,
+        UnknownCardLimit(unknown_card_limit, unknown_card_window_s, monotonic),
+        UnknownCardLimit(recovery_limit, recovery_window_s, monotonic, what="recovery"),
+    )
     routes = [Route(op.path, server.endpoint(op), methods=[op.method]) for op in protocol.OPERATIONS]
+    if kiosk_page:
+        from .kiosk import Kiosk
+
+        routes += Kiosk(server, idle_s=kiosk_idle_s, clock=monotonic).routes()
     routes += [
         Route("/healthz", server.healthz, methods=["GET"]),
         Route("/metrics", server.metrics_text, methods=["GET"]),
@@ -362,6 +384,7 @@ def app_from_env() -> Starlette:
         threads=int(env.get("ANONCARD_SERVER_THREADS", "4")),
         unknown_card_limit=int(env.get("ANONCARD_SERVER_UNKNOWN_CARD_LIMIT", "30")),
         unknown_card_window_s=float(env.get("ANONCARD_SERVER_UNKNOWN_CARD_WINDOW_S", "60")),
+        kiosk_idle_s=float(env.get("ANONCARD_SERVER_KIOSK_IDLE_S", "120")),
     )
 
 

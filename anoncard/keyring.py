@@ -22,7 +22,9 @@ sub-key of it chains the event log, so whoever can write the database alone cann
 rewrite its history; a third binds coupons to the card they were issued to; a fourth
 turns the id printed on a coupon into the keyed digest the database stores (and a
 fifth seals the id for a reprint), so a coupon slip alone finds no row; a sixth turns
-terminals' bearer keys into the digests the database keeps.
+terminals' bearer keys into the digests the database keeps; a seventh turns the recovery
+code printed on a card's stub into the digest the database keeps (it never rotates, so a
+stub stays valid across key rotations).
 
 The file is JSON, written atomically (temporary file, fsync, rename, fsync of the
 directory) with mode 0600, and refused when group or others may read it.
@@ -53,6 +55,7 @@ from pathlib import Path
 from . import files
 from .cards import CardSecret
 from .errors import KeyRingError
+from .recovery import RecoveryCode
 
 FORMAT = "anoncard-keyring/1"
 PRIMARY, VERIFY_ONLY, RETIRED = "primary", "verify-only", "retired"
@@ -64,6 +67,7 @@ COUPON_BINDING = "coupon-binding"
 COUPON_ID = "coupon-id"
 COUPON_SEAL = "coupon-id-seal"
 TERMINAL_KEY = "terminal-key"
+RECOVERY_CODE = "recovery-code"
 
 
 def derive(master: bytes, purpose: str) -> bytes:
@@ -158,6 +162,9 @@ class KeyRing:
         self._terminal_mac = hmac.new(
             derive(reference_key, TERMINAL_KEY), f"anoncard/{TERMINAL_KEY}\x00".encode(), hashlib.sha256
         )
+        self._recovery_mac = hmac.new(
+            derive(reference_key, RECOVERY_CODE), f"anoncard/{RECOVERY_CODE}\x00".encode(), hashlib.sha256
+        )
 
     def __repr__(self) -> str:
         return f"KeyRing(versions={[(v.version, v.state) for v in self.versions]})"
@@ -223,6 +230,12 @@ class KeyRing:
         """The keyed digest a terminal's bearer key is stored as (the key itself never is)."""
         mac = self._terminal_mac.copy()
         mac.update(key)
+        return mac.digest()
+
+    def recovery_digest(self, code: RecoveryCode) -> bytes:
+        """The keyed digest a card's recovery code is stored as (the code itself never is)."""
+        mac = self._recovery_mac.copy()
+        mac.update(code.to_bytes())
         return mac.digest()
 
     def coupon_private_key(self):

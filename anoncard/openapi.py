@@ -68,7 +68,25 @@ _RESULTS: dict[str, dict] = {
         "properties": {"ed25519_public_key": _STRING, "key_id": _INT},
     },
     "issue_cards": {
-        "type": "object", "required": ["cards"], "properties": {"cards": {"type": "array", "items": _STRING}},
+        "type": "object", "required": ["cards", "recovery"],
+        "properties": {"cards": {"type": "array", "items": _STRING}, "recovery": {"type": "array", "items": _STRING}},
+    },
+    "export": {
+        "type": "object", "required": ["format", "exported_on", "policy_fingerprint", "balance", "visits", "tables",
+                                       "retention"],
+        "properties": {"format": {"type": "string", "const": "anoncard-export/1"}, "exported_on": _STRING,
+                       "policy_fingerprint": _STRING, "balance": _INT, "visits": _INT,
+                       "tables": {"type": "object"}, "retention": {"type": "object"}},
+    },
+    "erase": {
+        "type": "object", "required": ["erased", "reward", "points_redeemed", "points_forfeited", "wal_cleared"],
+        "properties": {"erased": _BOOL, "reward": {"type": ["string", "null"]}, "points_redeemed": _INT,
+                       "points_forfeited": _INT, "wal_cleared": _BOOL},
+    },
+    "replace": {
+        "type": "object", "required": ["card", "recovery", "balance", "history_moved", "wal_cleared"],
+        "properties": {"card": _STRING, "recovery": _STRING, "balance": _INT, "history_moved": _BOOL,
+                       "wal_cleared": _BOOL},
     },
     "keys_list": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}},
     "keys_rotate": {"type": "object", "required": ["primary"], "properties": {"primary": _INT}},
@@ -87,7 +105,7 @@ _ERRORS = {
     409: "refused: a conflict or a refused operation (ledger_error, coupon_error, keyring_error)",
     413: "the body is larger than the limit (too_large)",
     415: "the body is not declared as JSON (not_json)",
-    429: "too many unknown cards from this terminal (rate_limited); see Retry-After",
+    429: "too many unknown cards, or unknown recovery codes, from this terminal (rate_limited); see Retry-After",
     503: "the database is busy or cannot be written; retry (store_error)",
 }
 
@@ -97,6 +115,10 @@ def field_schema(rule: FieldRule) -> dict:
     t = rule.type
     if t == "card_code":
         return {"type": "string", "maxLength": 64, "description": "a card code as printed (C1-...)"}
+    if t == "recovery_code":
+        return {"type": "string", "maxLength": 64, "description": "the recovery code on the card's stub (R1-...)"}
+    if t == "flag":
+        return {"type": "boolean"}
     if t == "document_id":
         return {"type": "string", "minLength": 1, "maxLength": rule.max_length,
                 "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/-]*$", "description": "a till document number"}  # fmt: skip

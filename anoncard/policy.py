@@ -29,10 +29,11 @@ from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
-from . import cards, files, pii
+from . import cards, files, pii, recovery
 from .cards import CardSecret
 from .errors import CardError, PolicyFileError, PolicyViolation
 from .money import format_cents, parse_cents
+from .recovery import RecoveryCode
 from .vocabulary import NAME, PRIVATE_LABEL, Vocabulary
 
 _CATEGORY = NAME  # the shape of a declared category (the audit checks stored ones against it)
@@ -91,7 +92,27 @@ class RedeemRequest:
     reward: str
 
 
-Record = IssueRequest | CheckoutRequest | EnterRequest | RefundRequest | BalanceRequest | RedeemRequest
+@dataclass(frozen=True, slots=True)
+class ExportRequest:
+    card: CardSecret
+
+
+@dataclass(frozen=True, slots=True)
+class EraseRequest:
+    card: CardSecret
+    reward: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceRequest:
+    recovery: RecoveryCode
+    history: bool = False
+
+
+Record = (
+    IssueRequest | CheckoutRequest | EnterRequest | RefundRequest | BalanceRequest | RedeemRequest
+    | ExportRequest | EraseRequest | ReplaceRequest
+)  # fmt: skip
 
 # What this code can serve: kind -> field -> (type, required by the code). A policy may
 # leave out a field the code does not require (that use is then refused); it can never
@@ -108,6 +129,9 @@ SERVED: dict[str, dict[str, tuple[str, bool]]] = {
     "refund": {"txn": ("document_id", True), "refund_id": ("document_id", False), "lines": ("lines", False)},
     "balance": {"card": ("card_code", True)},
     "redeem": {"card": ("card_code", True), "txn": ("document_id", True), "reward": ("reward_name", True)},
+    "export": {"card": ("card_code", True)},
+    "erase": {"card": ("card_code", True), "confirm": ("flag", True), "reward": ("reward_name", False)},
+    "replace": {"recovery": ("recovery_code", True), "history": ("flag", False)},
 }
 LINE_ITEMS = {"category": "category", "amount": "amount"}
 COLUMN_TYPES = {
@@ -397,6 +421,12 @@ class Policy:
             self._scan(value, where, today)
         if rule.type == "card_code":
             return cards.decode(value)
+        if rule.type == "recovery_code":
+            return recovery.decode(value, where)
+        if rule.type == "flag":
+            if not isinstance(value, bool):
+                raise PolicyViolation(f"field '{where}': must be true or false", field=where)
+            return value
         if rule.type == "count":
             if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
                 value = int(value)  # ASCII digits only: "²" and "٣" are digits to str.isdigit
@@ -611,6 +641,22 @@ def _redeem(v: dict) -> RedeemRequest:
     return RedeemRequest(v["card"], v["txn"], v["reward"])
 
 
+def _export(v: dict) -> ExportRequest:
+    return ExportRequest(v["card"])
+
+
+def _erase(v: dict) -> EraseRequest:
+    if v["confirm"] is not True:
+        raise PolicyViolation(
+            "field 'confirm': erasing a card deletes its data for good; confirm with true", field="confirm"
+        )
+    return EraseRequest(v["card"], v.get("reward"))
+
+
+def _replace(v: dict) -> ReplaceRequest:
+    return ReplaceRequest(v["recovery"], bool(v.get("history")))
+
+
 _BUILDERS = {
     "issue": _issue,
     "checkout": _checkout,
@@ -618,6 +664,9 @@ _BUILDERS = {
     "refund": _refund,
     "balance": _balance,
     "redeem": _redeem,
+    "export": _export,
+    "erase": _erase,
+    "replace": _replace,
 }
 
 

@@ -172,8 +172,9 @@ class Operation:
     ``kind`` is the policy request kind of its body (the gate is the one validator), or
     ``None`` for an operation whose body is checked by its handler (operator and auditor
     operations with no policy kind). ``at`` says whether the body may carry a till's own
-    time; ``card`` whether it answers ``unknown_card`` (counted per terminal); ``serve``
-    whether ``anoncard serve`` offers it.
+    time; ``card`` whether it answers ``unknown_card`` (counted per terminal); ``recovery``
+    whether that answer is about a recovery code (counted per terminal under a tighter
+    budget); ``serve`` whether ``anoncard serve`` offers it.
     """
 
     name: str
@@ -185,6 +186,7 @@ class Operation:
     kind: str | None = None
     at: bool = False
     card: bool = False
+    recovery: bool = False
     serve: bool = False
     body: Mapping[str, dict] | None = None  # the fields of a body with no policy kind (JSON Schema each)
 
@@ -211,6 +213,24 @@ def _enter(ctx: Context, body: dict, at: datetime | None) -> object:
     return ctx.svc.enter(body)  # coupons are issued by the server's clock only
 
 
+def _holder(ctx: Context):
+    from .selfservice import Holder
+
+    return Holder(ctx.svc)
+
+
+def _card_export(ctx: Context, body: dict, at: datetime | None) -> object:
+    return _holder(ctx).export(body)
+
+
+def _card_erase(ctx: Context, body: dict, at: datetime | None) -> object:
+    return _holder(ctx).erase(body)
+
+
+def _card_replace(ctx: Context, body: dict, at: datetime | None) -> object:
+    return _holder(ctx).replace(body)
+
+
 def _coupon_public_key(ctx: Context, body: dict, at: datetime | None) -> object:
     _only(body, {}, "a coupon key request")
     ring = ctx.svc.ring
@@ -218,7 +238,8 @@ def _coupon_public_key(ctx: Context, body: dict, at: datetime | None) -> object:
 
 
 def _issue_cards(ctx: Context, body: dict, at: datetime | None) -> object:
-    return {"cards": [s.code for s in ctx.svc.issue_cards(body)]}
+    issued = ctx.svc.issue_cards_with_stubs(body)
+    return {"cards": [c.card.code for c in issued], "recovery": [c.recovery.code for c in issued]}
 
 
 def _keys_list(ctx: Context, body: dict, at: datetime | None) -> object:
@@ -315,6 +336,12 @@ OPERATIONS: tuple[Operation, ...] = (
               kind="balance", card=True, serve=True),
     Operation("enter", "POST", "/v1/enter", _ENTRANCE, _enter, "Entrance column: coupons for this card",
               kind="enter", card=True, serve=True),
+    Operation("export", "POST", "/v1/card/export", _KIOSK, _card_export,
+              "Everything stored under a card, for its holder (anoncard-export/1)", kind="export", card=True),
+    Operation("erase", "POST", "/v1/card/erase", _KIOSK, _card_erase,
+              "Erase a card and everything stored under it, at its holder's request", kind="erase", card=True),
+    Operation("replace", "POST", "/v1/card/replace", _TILL | _KIOSK, _card_replace,
+              "Replace a lost card with the recovery code from its stub", kind="replace", card=True, recovery=True),
     Operation("coupon_public_key", "GET", "/v1/coupons/public-key", _TILL | _ENTRANCE, _coupon_public_key,
               "The public key that verifies coupons offline", serve=True),
     Operation("issue_cards", "POST", "/v1/cards", _OPERATOR, _issue_cards, "Issue new anonymous cards",

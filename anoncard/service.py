@@ -52,6 +52,7 @@ from pathlib import Path
 
 from . import coupons as coupon_codes
 from . import files, suggest
+from . import recovery as recovery_codes
 from .cards import CardSecret, generate
 from .errors import (
     CouponError,
@@ -67,6 +68,7 @@ from .keyring import PRIMARY, RETIRED, VERIFY_ONLY, KeyRing, key_lock
 from .money import format_cents
 from .policy import Policy, default_text
 from .programme import DEFAULT_TOML, Programme
+from .recovery import RecoveryCode
 from .store import Card, CouponRow, Document, Store
 from .vocabulary import PRIVATE_LABEL
 
@@ -107,6 +109,17 @@ class Receipt:
         else:
             del out["coupons"]
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCard:
+    """A new card and the recovery code printed on its detachable stub (``repr`` shows neither)."""
+
+    card: CardSecret
+    recovery: RecoveryCode
+
+    def to_dict(self) -> dict:
+        return {"card": self.card.code, "recovery": self.recovery.code}
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,7 +484,22 @@ class Service:
         qr_format: str = "png",
         emit: Callable[[list[CardSecret], list[Path]], None] | None = None,
     ) -> list[CardSecret]:
-        """Create ``count`` new cards; only their tokens are stored.
+        """Create ``count`` new cards; only their tokens are stored. The card secrets of
+        :meth:`issue_cards_with_stubs` (whose recovery codes are not delivered: use that
+        method where the stubs are printed)."""
+        relay = None if emit is None else (lambda issued, written: emit([c.card for c in issued], written))
+        return [c.card for c in self.issue_cards_with_stubs(request, qr_dir=qr_dir, qr_format=qr_format, emit=relay)]
+
+    def issue_cards_with_stubs(
+        self,
+        request: Mapping,
+        *,
+        qr_dir: Path | None = None,
+        qr_format: str = "png",
+        emit: Callable[[list[IssuedCard], list[Path]], None] | None = None,
+    ) -> list[IssuedCard]:
+        """Create ``count`` new cards, each with the recovery code of its detachable stub; only
+        their tokens and the keyed digests of the recovery codes are stored.
 
         The codes are the only copies of the card secrets, so they are delivered before the
         cards are stored: first every QR file (``qr_dir``: ``card-000001.png`` on, durable),
@@ -485,14 +513,14 @@ class Service:
             StoreError: the database could not be written (no card stored).
         """
         rec = self._validate("issue", request)
-        secrets_ = [generate() for _ in range(rec.count)]
+        issued = [IssuedCard(generate(), recovery_codes.generate()) for _ in range(rec.count)]
         from . import qr  # only print runs pay for the QR library
 
-        written = [] if qr_dir is None else qr.write_run([s.code for s in secrets_], qr_dir, "card-", qr_format)
+        written = [] if qr_dir is None else qr.write_run([c.card.code for c in issued], qr_dir, "card-", qr_format)
         try:
             if emit is not None:
                 try:
-                    emit(secrets_, written)
+                    emit(issued, written)
                 except OSError as exc:
                     raise OutputError(
                         f"output: the card codes could not be written ({exc.strerror or type(exc).__name__});"
@@ -500,14 +528,17 @@ class Service:
                     ) from None
             with self.store.transaction():  # the primary as the database says, checked at its start
                 primary = self.ring.primary
-                self.store.add_cards([primary.token(s) for s in secrets_], primary.version)
+                tokens = [primary.token(c.card) for c in issued]
+                self.store.add_cards(tokens, primary.version)
+                digest = self.ring.recovery_digest
+                self.store.add_recovery([(t, digest(c.recovery)) for t, c in zip(tokens, issued, strict=True)])
         except StoreError as exc:
             qr.remove(written)
             raise StoreError(f"{exc.message}; no card was stored, any code shown for this run is void") from None
         except BaseException:
             qr.remove(written)
             raise
-        return secrets_
+        return issued
 
     # -- checkout / refund / redeem ---------------------------------------------
 

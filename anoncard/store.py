@@ -311,9 +311,65 @@ def _migrate_6(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_7(conn: sqlite3.Connection) -> None:
+    """Card holders' own rights: a recovery stub per card, and erasure of one card.
+
+    ``recovery`` keeps, per card, the keyed digest of the code on its detachable stub (never
+    the code); the row is deleted when the code is used, so it works once. ``erasure`` is one
+    row naming the card being erased (and, for a replacement, the card its documents move
+    to), set only inside that transaction: the triggers let the ledger and the documents of
+    that one card be deleted, or moved to that one new card unchanged otherwise, and nothing
+    else. Cards issued before this migration have no stub.
+    """
+    conn.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS recovery (
+            card_id INTEGER PRIMARY KEY REFERENCES cards(id), digest BLOB NOT NULL UNIQUE
+        ) STRICT;
+        CREATE TABLE IF NOT EXISTS erasure (
+            id INTEGER PRIMARY KEY CHECK (id = 1), card_id INTEGER, new_card_id INTEGER
+        ) STRICT;
+        INSERT OR IGNORE INTO erasure (id, card_id, new_card_id) VALUES (1, NULL, NULL);
+        CREATE TRIGGER IF NOT EXISTS erasure_no_delete BEFORE DELETE ON erasure
+        BEGIN SELECT RAISE(ABORT, 'the erasure row is never deleted'); END;
+        DROP TRIGGER IF EXISTS ledger_no_update;
+        CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+        WHEN OLD.card_id IS NOT (SELECT card_id FROM erasure WHERE id = 1)
+          OR NEW.card_id IS NOT (SELECT new_card_id FROM erasure WHERE id = 1)
+          OR NEW.id IS NOT OLD.id OR NEW.txn_id IS NOT OLD.txn_id OR NEW.points IS NOT OLD.points
+          OR NEW.day IS NOT OLD.day
+        BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+        DROP TRIGGER IF EXISTS txns_no_update;
+        CREATE TRIGGER txns_no_update BEFORE UPDATE ON txns
+        WHEN OLD.card_id IS NOT (SELECT card_id FROM erasure WHERE id = 1)
+          OR NEW.card_id IS NOT (SELECT new_card_id FROM erasure WHERE id = 1)
+          OR NEW.id IS NOT OLD.id OR NEW.ref IS NOT OLD.ref OR NEW.kind IS NOT OLD.kind
+          OR NEW.parent_id IS NOT OLD.parent_id OR NEW.day IS NOT OLD.day OR NEW.content IS NOT OLD.content
+          OR NEW.lines IS NOT OLD.lines OR NEW.spend_cents IS NOT OLD.spend_cents
+          OR NEW.discount_cents IS NOT OLD.discount_cents OR NEW.item IS NOT OLD.item
+          OR NEW.balance_after IS NOT OLD.balance_after
+        BEGIN SELECT RAISE(ABORT, 'till documents are immutable'); END;
+        DROP TRIGGER IF EXISTS ledger_delete_only_retired;
+        CREATE TRIGGER ledger_delete_only_retired BEFORE DELETE ON ledger
+        WHEN (SELECT k.state FROM cards c JOIN key_versions k ON k.version = c.key_version
+              WHERE c.id = OLD.card_id) IS NOT 'retired'
+         AND (SELECT active FROM maintenance WHERE id = 1) IS NOT 1
+         AND OLD.card_id IS NOT (SELECT card_id FROM erasure WHERE id = 1)
+        BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+        DROP TRIGGER IF EXISTS txns_delete_only_retired;
+        CREATE TRIGGER txns_delete_only_retired BEFORE DELETE ON txns
+        WHEN (SELECT k.state FROM cards c JOIN key_versions k ON k.version = c.key_version
+              WHERE c.id = OLD.card_id) IS NOT 'retired'
+         AND (SELECT active FROM maintenance WHERE id = 1) IS NOT 1
+         AND OLD.card_id IS NOT (SELECT card_id FROM erasure WHERE id = 1)
+        BEGIN SELECT RAISE(ABORT, 'till documents are immutable'); END;
+        """
+    )
+
+
 # Numbered migrations, applied in ascending order above the database's user_version;
 # the schema version is the highest number.
-_MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6}
+_MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6, 7: _migrate_7}
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
@@ -386,6 +442,25 @@ class CouponRow:
     expires_day: str
     redeemed_txn: int | None
     sealed: bytes | None
+
+
+# Every table that holds rows of one card, with the column that names it: what a card
+# holder's export shows and what an erasure deletes (children before parents).
+CARD_TABLES: tuple[tuple[str, str], ...] = (
+    ("coupons", "card_id"),
+    ("recovery", "card_id"),
+    ("ledger", "card_id"),
+    ("txns", "card_id"),
+    ("history", "card_id"),
+    ("visits", "card_id"),
+    ("affinity", "card_id"),
+    ("cards", "id"),
+)
+# What each of those tables is read in order of, for an export that reads the same every time.
+_CARD_ORDER = {
+    "coupons": "issued_day, id", "recovery": "card_id", "ledger": "id", "txns": "id",
+    "history": "day, category", "visits": "day", "affinity": "category", "cards": "id",
+}  # fmt: skip
 
 
 _DOC_COLUMNS = (
@@ -637,11 +712,81 @@ class Store:
         """Delete every card under ``key_version`` (which must be retired) and all it held."""
         where = "card_id IN (SELECT id FROM cards WHERE key_version = ?)"
         self.conn.execute(f"DELETE FROM coupons WHERE {where}", (key_version,))
+        self.conn.execute(f"DELETE FROM recovery WHERE {where}", (key_version,))
         for table in ("ledger", "txns", "history", "visits", "affinity"):
             if table == "txns":  # refunds point at their checkout: children first
                 self.conn.execute(f"DELETE FROM txns WHERE parent_id IS NOT NULL AND {where}", (key_version,))
             self.conn.execute(f"DELETE FROM {table} WHERE {where}", (key_version,))
         return self.conn.execute("DELETE FROM cards WHERE key_version = ?", (key_version,)).rowcount
+
+    # -- card holders: recovery stubs, export, erasure, replacement -------------------
+
+    def add_recovery(self, rows: list[tuple[bytes, bytes]]) -> None:
+        """Store the keyed digest of each new card's recovery code: rows of ``(token, digest)``."""
+        self.conn.executemany(
+            "INSERT INTO recovery (card_id, digest) SELECT id, ? FROM cards WHERE token = ?",
+            [(digest, token) for token, digest in rows],
+        )
+
+    def find_recovery(self, digest: bytes) -> int | None:
+        """The card whose unused recovery code has this keyed digest."""
+        row = self.conn.execute("SELECT card_id FROM recovery WHERE digest = ?", (digest,)).fetchone()
+        return None if row is None else row[0]
+
+    def add_card(self, token: bytes, key_version: int) -> int:
+        """Insert one card; its id."""
+        return self.conn.execute(
+            "INSERT INTO cards (token, key_version) VALUES (?, ?) RETURNING id", (token, key_version)
+        ).fetchall()[0][0]
+
+    def card_rows(self, card_id: int) -> dict[str, list[dict[str, object]]]:
+        """Every row the database links to one card, per table of :data:`CARD_TABLES`, each row
+        by its column names (the export a card holder takes away)."""
+        out: dict[str, list[dict[str, object]]] = {}
+        for table, column in CARD_TABLES:
+            cur = self.conn.execute(
+                f"SELECT * FROM {table} WHERE {column} = ? ORDER BY {_CARD_ORDER[table]}", (card_id,)
+            )
+            names = [d[0] for d in cur.description]
+            out[table] = [dict(zip(names, row, strict=True)) for row in cur]
+        return out
+
+    @contextmanager
+    def _erasing(self, card_id: int, new_card_id: int | None) -> Iterator[None]:
+        """Inside a transaction: let the triggers delete this card's ledger and documents, or move
+        them to ``new_card_id`` unchanged otherwise."""
+        self.conn.execute("UPDATE erasure SET card_id = ?, new_card_id = ? WHERE id = 1", (card_id, new_card_id))
+        try:
+            yield
+        finally:
+            self.conn.execute("UPDATE erasure SET card_id = NULL, new_card_id = NULL WHERE id = 1")
+
+    def move_card(self, card_id: int, new_card_id: int) -> None:
+        """Move one card's documents, ledger, history, visits and folded totals to a new card (which
+        holds none yet), in the caller's transaction. Coupons stay: they are bound to the old card."""
+        with self._erasing(card_id, new_card_id):
+            for table in ("txns", "ledger", "history", "visits", "affinity"):
+                self.conn.execute(f"UPDATE {table} SET card_id = ? WHERE card_id = ?", (new_card_id, card_id))
+
+    def carry(self, card_id: int, points: int, day: str) -> None:
+        """A carried ledger entry (no document): a balance brought over from a replaced card."""
+        self.conn.execute(
+            "INSERT INTO ledger (card_id, txn_id, points, day) VALUES (?, NULL, ?, ?)", (card_id, points, day)
+        )
+
+    def erase_card(self, card_id: int) -> dict[str, int]:
+        """Delete the card and every row linked to it (see :data:`CARD_TABLES`), in the caller's
+        transaction; rows deleted per table. Checkpoint afterwards so no copy stays in the WAL."""
+        counts = {}
+        with self._erasing(card_id, None):
+            for table, column in CARD_TABLES:
+                n = 0
+                if table == "txns":  # refunds point at their checkout: children first
+                    n = self.conn.execute(
+                        "DELETE FROM txns WHERE parent_id IS NOT NULL AND card_id = ?", (card_id,)
+                    ).rowcount
+                counts[table] = n + self.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (card_id,)).rowcount
+        return counts
 
     # -- terminals ------------------------------------------------------------------
 

@@ -251,11 +251,13 @@ def init(obj, as_json):
 
 @main.group("card")
 def card() -> None:
-    """Anonymous cards: issue them (codes, QR files for the print shop).
+    """Anonymous cards: issue them (codes, recovery stubs, QR files for the print shop); and
+    for their holders: export, erase, replace a lost card.
 
     \b
     Example:
       anoncard card issue --count 500 --qr-dir ./print-run
+      anoncard card replace --recovery R1-...
     """
 
 
@@ -265,10 +267,12 @@ def card() -> None:
 @click.option("--qr-format", type=click.Choice(["png", "svg"]), default="png", show_default=True)
 @click.option("--preview", is_flag=True, help="Also draw each card's QR code in the terminal.")
 def card_issue(obj, as_json, count, qr_dir, qr_format, preview):
-    """Issue new cards and print their codes, one per line.
+    """Issue new cards and print their codes, one per line: the card code, then the recovery
+    code for the card's detachable stub (it replaces a lost card, once).
 
-    Only a keyed token of each card is stored; the printed codes and QR files are
-    the only copies of the card secrets - hand them out, then delete the files.
+    Only a keyed token of each card and a keyed digest of each recovery code are stored;
+    the printed codes and QR files are the only copies of the secrets - hand them out,
+    then delete the files.
 
     \b
     Example:
@@ -279,24 +283,98 @@ def card_issue(obj, as_json, count, qr_dir, qr_format, preview):
 
         qr.prepare(qr_dir, "card-", qr_format, fresh=True)
 
-    def emit(secrets_, files):  # runs before the cards are stored: if it fails, none is stored
-        codes = [s.code for s in secrets_]
+    def emit(issued, files):  # runs before the cards are stored: if it fails, none is stored
         if as_json:
-            rows = [{"card": c} for c in codes]
+            rows = [c.to_dict() for c in issued]
             for row, path in zip(rows, files, strict=False):
                 row["qr"] = str(path)
             click.echo(json.dumps(rows, indent=2))
         else:
-            for code in codes:
-                click.echo(code)
+            for c in issued:
+                click.echo(f"{c.card.code}  {c.recovery.code}")
                 if preview:
                     from anoncard import qr
 
-                    click.echo(qr.terminal(code))
+                    click.echo(qr.terminal(c.card.code))
         sys.stdout.flush()
 
     with _open(obj) as svc:
-        svc.issue_cards({"count": count}, qr_dir=qr_dir, qr_format=qr_format, emit=emit)
+        svc.issue_cards_with_stubs({"count": count}, qr_dir=qr_dir, qr_format=qr_format, emit=emit)
+
+
+@command(card, "export")
+@click.option("--card", "card_code", help="The card code.")
+@click.option("--input", "input_", metavar="FILE|-", help="Read the JSON request from a file or stdin instead.")
+def card_export(obj, as_json, card_code, input_):
+    """Everything stored under a card, for its holder: an anoncard-export/1 JSON document.
+
+    The output is JSON with or without --json (see docs/export-format.md).
+
+    \b
+    Example:
+      anoncard card export --card C1-... > my-card.json
+    """
+    doc = _run(obj, "export", _request(input_, {"card": card_code}))
+    click.echo(json.dumps(doc, indent=2))
+
+
+@command(card, "erase")
+@click.option("--card", "card_code", help="The card code.")
+@click.option("--reward", help="Redeem the remaining points for this reward first (else they are forfeited).")
+@click.option("--yes", is_flag=True, help="Confirm: the card, its history and its points go for good.")
+@click.option("--input", "input_", metavar="FILE|-", help="Read the JSON request from a file or stdin instead.")
+def card_erase(obj, as_json, card_code, reward, yes, input_):
+    """Forget a card: delete it and everything stored under it, at its holder's request.
+
+    The remaining points are forfeited, or first redeemed with --reward. The event log
+    records that an erasure happened, never which card.
+
+    \b
+    Example:
+      anoncard card erase --card C1-... --yes
+      anoncard card erase --card C1-... --reward coffee --yes
+    """
+    flags = {"card": card_code, "reward": reward, "confirm": True if yes else None}
+    request = _request(input_, flags)
+    if input_ is None and not yes:
+        request = {**request, "confirm": False}
+    e = _run(obj, "erase", request)
+    text = "card erased"
+    if e.reward:
+        text += f"; hand over: {e.reward} ({e.points_redeemed} points)"
+    text += f"; points forfeited: {e.points_forfeited}"
+    _print(as_json, e.to_dict(), text)
+
+
+@command(card, "replace")
+@click.option("--recovery", help="The recovery code from the lost card's stub (R1-...).")
+@click.option("--history", is_flag=True, help="Move the purchase history to the new card too (else it is erased).")
+@click.option("--input", "input_", metavar="FILE|-", help="Read the JSON request from a file or stdin instead.")
+def card_replace(obj, as_json, recovery, history, input_):
+    """Replace a lost card: its points move to a new card, printed with a new recovery code.
+
+    The old card and its recovery code stop working. The new codes are printed before
+    the change is stored: if printing fails, nothing changed.
+
+    \b
+    Example:
+      anoncard card replace --recovery R1-... --history
+    """
+    from anoncard.selfservice import Holder
+
+    request = _request(input_, {"recovery": recovery, "history": True if history else None})
+
+    def emit(issued):
+        if as_json:
+            click.echo(json.dumps(issued.to_dict(), indent=2))
+        else:
+            click.echo(f"new card: {issued.card.code}\nrecovery: {issued.recovery.code}")
+        sys.stdout.flush()
+
+    with _open(obj) as svc:
+        r = Holder(svc).replace(request, emit=emit)
+    if not as_json:
+        click.echo(f"balance moved: {r.balance} points" + ("; history moved" if r.history_moved else ""))
 
 
 def _balance_text(b: dict) -> str:

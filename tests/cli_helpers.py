@@ -33,8 +33,8 @@ def make_home(home: Path) -> Path:
 
 
 def issue(home: Path, count: int = 1) -> list[str]:
-    """Issue ``count`` cards through the CLI; their codes, in order."""
-    codes = ok(cli(home, "card", "issue", "--count", str(count))).stdout.split()
+    """Issue ``count`` cards through the CLI; their codes, in order (each line: card code, recovery code)."""
+    codes = [line.split()[0] for line in ok(cli(home, "card", "issue", "--count", str(count))).stdout.splitlines()]
     assert len(codes) == count
     return codes
 

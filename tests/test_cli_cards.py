@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 
-from anoncard import cards, qr
+from anoncard import cards, qr, recovery
 from cli.main import main
 from tests.cli_helpers import (
     KEYRING_NAME,
@@ -47,13 +47,16 @@ def keys(home) -> list[dict]:
 
 def test_card_issue_prints_distinct_valid_codes_one_per_line(home):
     result = ok(cli(home, "card", "issue", "--count", "5"))
-    codes = result.stdout.splitlines()
+    pairs = [line.split("  ") for line in result.stdout.splitlines()]
+    codes = [card for card, _stub in pairs]
     assert len(codes) == 5 == len(set(codes))
     for code in codes:
         assert CODE_FORMAT.fullmatch(code), code
         assert cards.decode(code).code == code
+    stubs = [stub for _card, stub in pairs]  # each line: the card code, then its stub's recovery code
+    assert len(set(stubs)) == 5 and all(recovery.decode(s).code == s for s in stubs)
     as_json = json.loads(ok(cli(home, "card", "issue", "--count", "2", "--json")).stdout)
-    assert [sorted(row) for row in as_json] == [["card"], ["card"]]
+    assert [sorted(row) for row in as_json] == [["card", "recovery"], ["card", "recovery"]]
     assert all(CODE_FORMAT.fullmatch(row["card"]) for row in as_json)
     assert keys(home)[0]["cards"] == 7
     # every printed code is a card of this home
@@ -73,7 +76,7 @@ def test_card_issue_refuses_a_count_out_of_range(home, count):
 def test_card_issue_writes_one_qr_file_per_card(home, tmp_path, fmt, magic):
     qr_dir = tmp_path / "print-run"
     result = ok(cli(home, "card", "issue", "--count", "3", "--qr-dir", str(qr_dir), "--qr-format", fmt))
-    codes = result.stdout.splitlines()
+    codes = [line.split()[0] for line in result.stdout.splitlines()]
     assert len(codes) == 3 and all(CODE_FORMAT.fullmatch(c) for c in codes)
     files = sorted(qr_dir.iterdir())
     assert [p.name for p in files] == [f"card-{i:06d}.{fmt}" for i in (1, 2, 3)]
@@ -100,13 +103,13 @@ def test_card_issue_json_names_each_cards_qr_file(home, tmp_path):
 def test_card_issue_preview_draws_each_code_in_the_terminal(home):
     result = ok(cli(home, "card", "issue", "--count", "2", "--preview"))
     lines = result.stdout.splitlines()
-    codes = [line for line in lines if CODE_FORMAT.fullmatch(line)]
-    assert len(codes) == 2
-    assert lines[0] == codes[0]
-    for code in codes:
-        drawing = qr.terminal(code)
+    heads = [line for line in lines if line and CODE_FORMAT.fullmatch(line.split()[0])]
+    assert len(heads) == 2
+    assert lines[0] == heads[0]
+    for head in heads:
+        drawing = qr.terminal(head.split()[0])
         assert "█" in drawing and len(drawing.splitlines()) >= 15
-        assert f"{code}\n{drawing}" in result.stdout
+        assert f"{head}\n{drawing}" in result.stdout
 
 
 def test_card_issue_with_an_unusable_qr_dir_stores_no_card(home, tmp_path):

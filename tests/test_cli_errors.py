@@ -17,7 +17,7 @@ def store(tmp_path_factory):
     home = tmp_path_factory.mktemp("cli") / "home"
     runner = CliRunner()
     assert runner.invoke(main, ["--home", str(home), "init"]).exit_code == 0
-    code = runner.invoke(main, ["--home", str(home), "card", "issue"]).output.strip()
+    code = runner.invoke(main, ["--home", str(home), "card", "issue"]).output.split()[0]
     ok = runner.invoke(main, ["--home", str(home), "checkout", "--card", code, "--txn", "t1", "--line", "dairy=3.49"])
     assert ok.exit_code == 0, ok.output
     return home, code

@@ -8,6 +8,7 @@ import sqlite3
 from click.testing import CliRunner
 
 from anoncard import Service
+from anoncard.store import SCHEMA_VERSION
 from anoncard.terminals import KEY_LENGTH, Terminals, key_bytes
 from cli.main import main
 
@@ -96,7 +97,7 @@ def test_a_database_from_before_terminals_gains_the_table(home):
         svc.store.conn.executescript("DROP TABLE terminals; PRAGMA user_version = 2;")
     assert cli(home, "terminals", "add", "--name", "till1", "--role", "till").exit_code == 0
     with Service.open(home) as svc:
-        assert svc.store.conn.execute("PRAGMA user_version").fetchone()[0] == 6
+        assert svc.store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert [t.name for t in Terminals(svc).list()] == ["till1"]
 
 

@@ -16,7 +16,7 @@ def cli(home, *args, input=None):
 def regular_customer(tmp_path):
     home = tmp_path / "home"
     assert cli(home, "init").exit_code == 0
-    code = cli(home, "card", "issue").output.strip()
+    code = cli(home, "card", "issue").output.split()[0]
     for i in range(3):
         r = cli(home, "checkout", "--card", code, "--txn", f"h{i}", "--line", "dairy=2.49", "--line", "coffee=6.99")
         assert r.exit_code == 0, r.output

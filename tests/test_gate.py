@@ -108,7 +108,7 @@ def test_a_line_with_a_null_category_or_amount_is_refused(home, store_with_a_car
     assert files_digest(home) == before
 
 
-KINDS = ["checkout", "refund", "balance", "redeem", "issue", "enter"]
+KINDS = ["checkout", "refund", "balance", "redeem", "issue", "enter", "export", "erase", "replace"]
 DECLARED = {kind: set(Policy.default().requests[kind]) for kind in KINDS}
 LINE_FIELDS = {"category", "amount"}
 
@@ -117,9 +117,14 @@ def test_every_request_kind_of_the_policy_is_in_the_property_test():
     assert set(KINDS) == set(Policy.default().requests)
 
 
-def valid_request(kind: str, code: str) -> dict:
+def valid_request(kind: str, code: str, stub: str | None = None) -> dict:
     """A request of ``kind`` that the service accepts as it stands (each one is checked below)."""
+    from anoncard import recovery
+
     return {
+        "export": {"card": code},
+        "erase": {"card": code, "confirm": True},
+        "replace": {"recovery": stub or recovery.generate().code, "history": True},
         "checkout": good_checkout(code),
         "refund": {"txn": "t0", "refund_id": "r1", "lines": basket(("dairy", "1.00"))},
         "balance": {"card": code},
@@ -130,7 +135,11 @@ def valid_request(kind: str, code: str) -> dict:
 
 
 def call_of(svc: Service, kind: str):
-    return {"issue": svc.issue_cards}.get(kind) or getattr(svc, kind)
+    from anoncard.selfservice import Holder
+
+    holder = Holder(svc)
+    named = {"issue": svc.issue_cards, "export": holder.export, "erase": holder.erase, "replace": holder.replace}
+    return named.get(kind) or getattr(svc, kind)
 
 
 @settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -170,10 +179,11 @@ def test_any_extra_field_is_refused_and_the_file_is_byte_identical(
 def test_the_property_tests_requests_are_accepted_without_the_extra_field(home, kind):
     """So the refusals above are the extra field's doing, not a flaw in the request itself."""
     with Service.open(home, clock=fixed_clock, synchronous="NORMAL") as svc:
-        (card,) = svc.issue_cards({"count": 1})
+        (issued,) = svc.issue_cards_with_stubs({"count": 1})
+        card = issued.card
         svc.checkout({"card": card.code, "txn": "t0", "lines": basket(("dairy", "3.49"))})
         svc.checkout({"card": card.code, "txn": "t-big", "lines": basket(("wine", "160.00"))})
-        call_of(svc, kind)(copy.deepcopy(valid_request(kind, card.code)))
+        call_of(svc, kind)(copy.deepcopy(valid_request(kind, card.code, issued.recovery.code)))
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -105,8 +105,12 @@ def test_every_operation_answers_its_role(shop):
         assert c.get("/openapi.json").json()["openapi"] == "3.1.0"
 
 
-def _valid_body(op: protocol.Operation, card: str, n: int) -> dict:
+def _valid_body(op: protocol.Operation, card: str, n: int, holders: dict | None = None, role: str = "") -> dict:
+    holders = holders or {}
     return {
+        "export": {"card": card},
+        "erase": {"card": holders.get("erase", card), "confirm": True},
+        "replace": {"recovery": holders.get(f"stub-{role}", "")},
         "checkout": basket(f"table-{n}", card),
         "refund": {"txn": "to-refund"},
         "redeem": {"card": card, "reward": "coffee", "txn": f"table-r{n}"},
@@ -122,11 +126,14 @@ def _valid_body(op: protocol.Operation, card: str, n: int) -> dict:
 def test_role_by_operation_table(shop):
     """Each role reaches exactly its operations: 2xx in its cells, 403 in every other."""
     home, keys, card = shop
+    with Service.open(home) as svc:
+        erased, *stubbed = svc.issue_cards_with_stubs({"count": 1 + len(ROLES)})
+    holders = {"erase": erased.card.code} | {f"stub-{r}": c.recovery.code for r, c in zip(ROLES, stubbed, strict=True)}
     table = {}
     with live_server(home) as url, httpx.Client(base_url=url) as c:
         for n, op in enumerate(protocol.OPERATIONS):
             for role in ROLES:
-                body = _valid_body(op, card, n)
+                body = _valid_body(op, card, n, holders, role)
                 r = c.request(op.method, op.path, headers=auth(keys[role]), json=body if op.method == "POST" else None)
                 table[op.name, role] = r.status_code
                 expected = 200 if role in op.roles else 403

@@ -74,7 +74,7 @@ def serve_home(tmp_path: Path) -> Path:
 
 
 def issue(home: Path, count: int) -> list[str]:
-    codes = ok(anoncard(home, "card", "issue", "--count", str(count))).split()
+    codes = [line.split()[0] for line in ok(anoncard(home, "card", "issue", "--count", str(count))).splitlines()]
     assert len(codes) == count
     return codes
 

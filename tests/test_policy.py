@@ -105,7 +105,7 @@ def test_not_a_mapping_and_unknown_kind():
     with pytest.raises(PolicyViolation, match="JSON object"):
         policy.validate("checkout", ["card"])
     with pytest.raises(PolicyViolation, match="not allowed by the policy"):
-        policy.validate("export", {})
+        policy.validate("transfer", {})
 
 
 def test_every_declared_field_states_its_purpose():

@@ -131,15 +131,18 @@ def test_the_operation_table_fits_the_policy_and_the_wire_contract():
     assert all(op.roles and op.roles <= set(protocol.ROLES) for op in ops)
     assert {r for op in ops for r in op.roles} == set(protocol.ROLES)
     reach = {role: {op.path for op in ops if role in op.roles} for role in protocol.ROLES}
-    assert reach["till"] == {"/v1/checkout", "/v1/refund", "/v1/redeem", "/v1/balance", "/v1/coupons/public-key"}
+    assert reach["till"] == {"/v1/checkout", "/v1/refund", "/v1/redeem", "/v1/balance", "/v1/coupons/public-key",
+                             "/v1/card/replace"}  # fmt: skip
     assert reach["entrance"] == {"/v1/enter", "/v1/coupons/public-key"}
-    assert reach["kiosk"] == {"/v1/balance"}
+    assert reach["kiosk"] == {"/v1/balance", "/v1/card/export", "/v1/card/erase", "/v1/card/replace"}
     assert reach["auditor"] == {"/v1/policy", "/v1/audit"}
     assert all(op.method == "GET" for op in ops if "auditor" in op.roles)  # read-only
     assert reach["operator"] == {"/v1/cards", "/v1/keys", "/v1/keys/rotate", "/v1/keys/retire", "/v1/purge",
                                  "/v1/backup", "/v1/terminals", "/v1/terminals/revoke"}  # fmt: skip
     assert {op.name for op in ops if op.at} == {"checkout", "refund"}  # coupons go by the server clock
-    assert {op.name for op in ops if op.card} == {"checkout", "redeem", "balance", "enter"}
+    card_ops = {"checkout", "redeem", "balance", "enter", "export", "erase", "replace"}
+    assert {op.name for op in ops if op.card} == card_ops
+    assert {op.name for op in ops if op.recovery} == {"replace"}  # a recovery code's guesses: a tighter budget
     assert all(op.kind == "issue" or op.kind == op.name for op in ops if op.kind)
 
 
