@@ -186,7 +186,7 @@ class Release:
             "epsilon": round(self.epsilon, 6),
             "interval": "95 %",
             "bounds": asdict(self.bounds),
-            "figures": [asdict(f) for f in self.figures],
+            "figures": [_finite(asdict(f)) for f in self.figures],
             "measurements": [asdict(m) for m in self.measurements],
             "not_released": self.not_released,
         }
@@ -200,8 +200,9 @@ class Release:
         writer.writerow(["figure", "category", "value", "low", "high", "noise_scale", "unit"])
         for f in self.figures:
             scale = "" if f.scale is None else f"{f.scale:.6g}"
+            high = "" if math.isinf(f.high) else f"{f.high:.6g}"
             writer.writerow(
-                [f.name, f.category or "", f"{f.value:.6g}", f"{f.low:.6g}", f"{f.high:.6g}", scale, f.unit]
+                [f.name, f.category or "", f"{f.value:.6g}", f"{f.low:.6g}", high, scale, f.unit]
             )
         return out.getvalue()
 
@@ -216,6 +217,11 @@ class Release:
             "bounds": asdict(self.bounds),
             "measurements": [asdict(m) for m in self.measurements],
         }
+
+
+def _finite(figure: dict) -> dict:
+    """JSON has no infinity: an interval unbounded above (a denominator that may be 0) ends in null."""
+    return {k: None if isinstance(v, float) and math.isinf(v) else v for k, v in figure.items()}
 
 
 # -- spans ---------------------------------------------------------------------------
@@ -444,7 +450,7 @@ def _ratio(name: str, category: str | None, num: tuple[int, float], den: tuple[i
     value = max(n, 0) / d if d > 0 else 0.0
     low = max(n - hn, 0) / (d + hd) if d + hd > 0 else 0.0
     high = (n + hn) / (d - hd) if d - hd > 0 else math.inf
-    return Figure(name, category, value, low, high, None, unit)
+    return Figure(name, category, value, min(low, value), max(high, value), None, unit)
 
 
 def _figures(noisy: dict[str, list[int]], scales: dict[str, float], categories: list[str]) -> list[Figure]:

@@ -797,6 +797,57 @@ def purge(obj, as_json):
     _print(as_json, counts, "\n".join(f"{k}: {v}" for k, v in counts.items()))
 
 
+def _figure_text(f: dict) -> str:
+    high = "unbounded" if f["high"] is None else f"{f['high']:.4g}"
+    what = f["name"] + (f" [{f['category']}]" if f["category"] else "")
+    scale = "" if f["scale"] is None else f"  (noise scale {f['scale']:.4g})"
+    return f"{what}: {f['value']:.4g} {f['unit']}, 95 % interval {f['low']:.4g} to {high}{scale}"
+
+
+def _insights_text(r: dict) -> str:
+    b = r["bounds"]
+    out = [
+        f"insights {r['period']} {r['first_day']} to {r['last_day']} ({r['grouping']}), epsilon {r['epsilon']:.4g}",
+        f"bounds per card (chosen privately): K = {b['categories']} categories, C = {b['category_spend']} cents "
+        f"per category, V = {b['visits']} visits, S = {b['spend']} cents, R = {b['coupons']} coupons",
+        *(_figure_text(f) for f in r["figures"]),
+        "not released:",
+        *(f"  {what}: {why}" for what, why in r["not_released"].items()),
+    ]
+    return "\n".join(out)
+
+
+@command(main, "insights")
+@click.option("--period", type=click.Choice(["week", "4weeks", "quarter"]), default="4weeks", show_default=True)
+@click.option("--ending", help="Last day of the span, a Sunday (YYYY-MM-DD); default the last one before today.")
+@click.option("--grouping", help="Whose figures: chain (the only grouping; tills send no region field).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write a CSV file.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
+def insights_cmd(obj, as_json, period, ending, grouping, csv_path, html_path):
+    """Release differentially private figures of a span; spends privacy budget (recorded, audited).
+
+    Every figure comes with its noise scale and a 95 % interval; what is never released
+    (per card, category pairs, finer groupings) is listed with the reason.
+
+    \b
+    Example:
+      anoncard insights --period 4weeks --csv figures.csv --html report.html
+      anoncard insights --period week --ending 2026-11-29 --json
+    """
+    from anoncard import files
+
+    request = {k: v for k, v in {"period": period, "ending": ending, "grouping": grouping}.items() if v is not None}
+    release = _run(obj, "insights", request)
+    if csv_path is not None:
+        files.create(csv_path, release.to_csv().encode(), field="csv")
+    if html_path is not None:
+        from anoncard import report
+
+        files.create(html_path, report.html(release).encode(), field="html")
+    data = release.to_dict()
+    _print(as_json, data, _insights_text(data))
+
+
 @command(main, "audit")
 @click.option(
     "--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here (.md, .html or .json)."
@@ -816,7 +867,7 @@ def audit_cmd(obj, as_json, report, at):
     when = _at(at)
     day = when.date() if isinstance(when, datetime) else when
     if sys.stderr.isatty() and not as_json:
-        with click.progressbar(length=8, label="auditing", file=sys.stderr) as bar:
+        with click.progressbar(length=9, label="auditing", file=sys.stderr) as bar:
             result = audit.run(obj["home"], today=day, progress=lambda _name: bar.update(1))
     else:
         result = audit.run(obj["home"], today=day)
