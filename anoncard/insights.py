@@ -392,10 +392,24 @@ def release(data: SpanData, categories: list[str], rules: InsightsRules, *, peri
     ``categories`` is the fixed, public list of categories (the programme's, not the data's):
     every one gets a figure, bought or not, so the list itself reveals nothing.
     """
-    days = (data.last - data.first).days + 1
+    cards = contributions(data, categories)
+    return release_cards(cards, categories, rules, first=data.first, last=data.last, period=period, grouping=grouping)
+
+
+def release_cards(
+    cards: Mapping[int, CardSpan],
+    categories: list[str],
+    rules: InsightsRules,
+    *,
+    first: date,
+    last: date,
+    period: str,
+    grouping: str,
+) -> Release:
+    """:func:`release` from each card's span (what :func:`contributions` makes of the rows)."""
+    days = (last - first).days + 1
     by_category = days >= rules.category_min_days
     epsilon = rules.epsilon_per_period
-    cards = contributions(data, categories)
     bounds, measurements = calibrate(cards, rules, epsilon * rules.calibration_share, days)
     true = totals(cards, categories, bounds)
     vectors = true.vectors(categories)
@@ -421,8 +435,8 @@ def release(data: SpanData, categories: list[str], rules: InsightsRules, *, peri
         )
     return Release(
         period=period,
-        first=data.first,
-        last=data.last,
+        first=first,
+        last=last,
         grouping=grouping,
         bounds=bounds,
         epsilon=sum(m.epsilon for m in measurements),
@@ -439,7 +453,8 @@ def half_width(scale: float, alpha: float = ALPHA) -> float:
 
 def _count(name: str, category: str | None, value: int, scale: float, unit: str) -> Figure:
     h = half_width(scale)
-    return Figure(name, category, float(max(value, 0)), max(value - h, 0.0), value + h, scale, unit)
+    # a count is never negative: the value and its interval are clipped at 0 (post-processing)
+    return Figure(name, category, float(max(value, 0)), max(value - h, 0.0), max(value + h, 0.0), scale, unit)
 
 
 def _ratio(name: str, category: str | None, num: tuple[int, float], den: tuple[int, float], unit: str) -> Figure:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html as _html
 import io
 import math
+import re
 
 from .insights import Figure, Release
 
@@ -19,8 +20,9 @@ TOP = 20  # categories per chart: the largest by released penetration
 
 def _svg(fig) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buf.getvalue()
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)  # RDF about the file: nothing a reader needs
     return text[text.index("<svg") :]  # drop the XML prolog and doctype: inline in HTML
 
 

@@ -728,6 +728,7 @@ def demo(obj, as_json, seed, cards, checkouts, into):
             else:
                 with click.progressbar(length=checkouts, label="store week", file=sys.stderr) as bar:
                     summary = demo_mod.run(svc, seed=seed, cards=cards, checkouts=checkouts, progress=bar.update)
+            summary["insights"] = _demo_insights(svc, into)
     if as_json:
         _print(True, summary, "")
         return
@@ -736,6 +737,27 @@ def demo(obj, as_json, seed, cards, checkouts, into):
         if isinstance(value, dict):
             value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
         click.echo(f"{key:<{width}}  {value}")
+
+
+def _demo_insights(svc: Service, into: Path | None) -> dict:
+    """The demo ends with the insights of the 4 weeks to last Sunday (the store week's days in it)."""
+    try:
+        release = svc.insights({"period": "4weeks"})
+    except ImportError:
+        return {"skipped": "install anoncard[insights] (OpenDP, matplotlib) for the insights report"}
+    active = next(f for f in release.to_dict()["figures"] if f["name"] == "active cards")
+    out = {
+        "span": f"{release.first} to {release.last}",
+        "active cards": f"{active['value']:.0f} (95 % interval {active['low']:.0f} to {active['high']:.0f})",
+        "note": "a small store gets wide intervals: the noise that hides one card does not shrink with the store",
+    }
+    if into is not None:
+        from anoncard import files, report
+
+        files.create(into / "insights.html", report.html(release).encode(), field="into")
+        files.create(into / "insights.csv", release.to_csv().encode(), field="into")
+        out["report"] = str(into / "insights.html")
+    return out
 
 
 @main.group("policy")

@@ -137,7 +137,7 @@ def test_reports_render(demo_home):
     md = report.to_markdown()
     assert md.startswith("# anoncard audit: PASS")
     assert "| check | result | evidence |" in md
-    assert md.count("| pass |") == 8
+    assert md.count("| pass |") == 9
     assert "<table>" in report.to_html()
     assert json.loads(report.to_json())["passed"] is True
 
