@@ -251,3 +251,9 @@ def test_release_time_is_the_servers_clock(svc):
     on(svc, datetime(2015, 3, 30, 9, 0))
     r = svc.insights({"period": "week"})
     assert r.last == date(2015, 3, 29)
+
+
+def test_a_chains_sums_in_cents_beyond_32_bits_are_released():
+    """A chain's weekly sales pass 2**31 cents (21 million euros): the noise is 64-bit."""
+    noisy = insights._laplace(10.0, 2)([3 * 2**31, 5 * 2**32])
+    assert abs(noisy[0] - 3 * 2**31) < 10_000 and abs(noisy[1] - 5 * 2**32) < 10_000
