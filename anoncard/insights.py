@@ -4,7 +4,7 @@ The privacy unit is one card: every figure is computed from bounded per-card
 contributions, so adding or removing one card's whole history moves each figure by at
 most its stated sensitivity, and OpenDP's discrete Laplace mechanism adds noise scaled to
 it. The bounds are chosen from the data itself, privately: a share of the release's
-epsilon goes to OpenDP's private quantile (the 95th percentile of categories per card,
+epsilon goes to OpenDP's private quantile (the 99th percentile of categories per card,
 of spend per card and category, of visits and of spend per card), and the chosen bounds
 are printed with the figures.
 
@@ -42,7 +42,7 @@ from .policy import PERIODS, InsightsRules
 from .store import CouponUse, SpendRow, VisitRow
 
 ALPHA = 0.05  # intervals are 95 %
-QUANTILE = 0.99  # the bounds sit at the 99th percentile of what cards contribute (above the 95th: less truncation bias)
+QUANTILE = 0.99  # bounds at the 99th percentile of what cards give (less truncation bias than the 95th)
 MECHANISM = "discrete Laplace (OpenDP make_laplace), pure epsilon-DP; privacy unit: one card"
 # Shares of the figures' epsilon (after calibration): the category vectors carry most of it.
 WEIGHTS = {
@@ -350,7 +350,7 @@ def _geometric(lo: int, hi: int, steps: int = 48) -> list[int]:
 
 
 def calibrate(cards: Mapping[int, CardSpan], rules: InsightsRules, epsilon: float, days: int) -> tuple[Bounds, list]:
-    """Choose K, C, V and S privately: each the 95th percentile of what cards contribute, by
+    """Choose K, C, V and S privately: each the 99th percentile of what cards contribute, by
     OpenDP's private quantile over a fixed list of candidates, spending ``epsilon`` in all."""
     each = epsilon / 4
     weeks = days // 7
