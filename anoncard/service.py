@@ -834,19 +834,9 @@ class Service:
         categories = sorted(
             c for c in self.programme.vocabulary.categories if c not in self.programme.vocabulary.sensitive
         )
-        with self.store.transaction():
-            recorded = [
-                (event_id, json.loads(detail))
-                for event_id, _at, _k, detail, _m in self.store.events(insights.RELEASE_EVENT)
-            ]
-            planned = {
-                "first_day": first.isoformat(),
-                "last_day": last.isoformat(),
-                "epsilon": rules.epsilon_per_period,
-            }
-            problems = insights.budget_problems(recorded, rules, planned)
-            if problems:
-                raise InsightsRefused(f"insights: the privacy budget is spent: {problems[0]}; nothing was released")
+        planned = {"first_day": first.isoformat(), "last_day": last.isoformat(), "epsilon": rules.epsilon_per_period}
+        with self.store.reading():  # one snapshot; tills go on while the noise is drawn
+            self._refuse_past_budget(planned, rules)  # refused before any computing
             data = insights.SpanData(
                 first=first,
                 last=last,
@@ -858,9 +848,22 @@ class Service:
                 first_visits=self.store.first_visit_days(),
                 coupons=self.store.coupon_uses(first.isoformat(), last.isoformat()),
             )
-            result = insights.release(data, categories, rules, period=record.period, grouping=record.grouping)
+        result = insights.release(data, categories, rules, period=record.period, grouping=record.grouping)
+        with self.store.transaction():
+            # again under the write lock: of two releases racing for the same budget, one is refused
+            # (and what it computed is never shown)
+            self._refuse_past_budget(planned, rules)
             self._record(insights.RELEASE_EVENT, result.event_detail())
         return result
+
+    def _refuse_past_budget(self, planned: dict, rules) -> None:
+        from . import insights
+
+        events = self.store.events(insights.RELEASE_EVENT)
+        recorded = [(event_id, json.loads(detail)) for event_id, _a, _k, detail, _m in events]
+        problems = insights.budget_problems(recorded, rules, planned)
+        if problems:
+            raise InsightsRefused(f"insights: the privacy budget is spent: {problems[0]}; nothing was released")
 
     # -- entrance ------------------------------------------------------------------------
 

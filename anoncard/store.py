@@ -512,6 +512,22 @@ class Store:
             self._rollback()
             raise
 
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """A read-only transaction: several SELECTs see one snapshot, and the write lock is not
+        taken (under WAL, writers go on meanwhile). Nothing written in it is kept.
+
+        Raises:
+            StoreError: the database cannot be read.
+        """
+        try:
+            self.conn.execute("BEGIN")
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"database {self.path}: {exc}") from None
+        finally:
+            self._rollback()
+
     def _rollback(self) -> None:
         # after a failed COMMIT (a full disk) SQLite may have rolled back already
         if self.conn.in_transaction:

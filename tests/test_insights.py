@@ -257,3 +257,28 @@ def test_a_chains_sums_in_cents_beyond_32_bits_are_released():
     """A chain's weekly sales pass 2**31 cents (21 million euros): the noise is 64-bit."""
     noisy = insights._laplace(10.0, 2)([3 * 2**31, 5 * 2**32])
     assert abs(noisy[0] - 3 * 2**31) < 10_000 and abs(noisy[1] - 5 * 2**32) < 10_000
+
+
+def test_of_two_releases_racing_for_the_same_days_one_is_refused(svc, home, monkeypatch):
+    """The noise is drawn outside the write lock (tills go on); the budget is checked again
+    under it, so a release made meanwhile by another process wins and this one is refused."""
+    from anoncard import Service
+
+    on(svc, date(2015, 4, 1))
+    other = Service.open(home, clock=svc.clock, synchronous="NORMAL")
+    real = insights.release
+
+    def release_while_another_process_releases(*args, **kwargs):
+        result = real(*args, **kwargs)
+        assert not svc.store.conn.in_transaction  # no lock held while computing
+        monkeypatch.setattr(insights, "release", real)  # the other process draws its own noise
+        other.insights({"period": "4weeks", "ending": "2015-03-29"})
+        return result
+
+    monkeypatch.setattr(insights, "release", release_while_another_process_releases)
+    try:
+        with pytest.raises(InsightsRefused, match="budget is spent"):
+            svc.insights({"period": "week", "ending": "2015-03-22"})
+    finally:
+        other.close()
+    assert len(svc.store.events(insights.RELEASE_EVENT)) == 1
