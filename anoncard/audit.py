@@ -14,7 +14,8 @@ their declared types (days without clock time, opaque blobs of the right size);
 (e) retention holds; (f) key states: no card under a retired version, no retired
 material left (nor a copy of the ring left by an interrupted write), ring file
 private, ring and database agree; (g) the event log chain verifies; (h) SQLite's
-integrity check.
+integrity check; (i) the insights releases the log records stay within the policy's
+privacy budget, and replaying each one's noise with OpenDP gives the epsilon recorded.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from . import files, pii
+from . import files, insights, pii
 from .errors import PolicyViolation, StoreError
 from .keyring import stale_copies
 from .policy import _CATEGORY, _NAME, Policy
@@ -126,7 +127,7 @@ class Report:
         return files.create(path, self.render(fmt).encode("utf-8"), field="report")
 
 
-_KEYS = "abcdefgh"
+_KEYS = "abcdefghi"
 
 
 AS_OF_FROM = date(2000, 1, 1)
@@ -147,14 +148,15 @@ def run(home: Path, *, today: date | None = None, progress: Callable[[str], None
         raise PolicyViolation(f"field 'at': the audit's day must be {AS_OF_FROM} or later", field="at")
     home = Path(home)
     step = progress or (lambda _name: None)
-    fns = (_fingerprint, _schema, _personal_data, _types, _retention, _keys, _event_chain, _integrity)
+    fns = (_fingerprint, _schema, _personal_data, _types, _retention, _keys, _event_chain, _integrity, _privacy_budget)
     try:
         svc = Service.open(home, check_policy=False)
     except (StoreError, sqlite3.DatabaseError) as exc:
         today = today or date.today()
-        checks = [_not_run(key, fn, exc) for key, fn in zip(_KEYS, fns[:-1], strict=False)]
+        checks = [_not_run(key, fn, exc) for key, fn in zip(_KEYS, fns[:7], strict=False)]
         problems = integrity_problems(home / DB_NAME)
         checks.append(Check("h", _INTEGRITY, False, f"{len(problems)} problems", problems))
+        checks.append(_not_run("i", _privacy_budget, exc))
         fingerprint = Policy.load(home / POLICY_NAME).fingerprint
         return Report(str(home), today.isoformat(), fingerprint, checks)
     try:
@@ -392,3 +394,27 @@ def _integrity(svc: Service, home: Path, today: date) -> Check:
     result = svc.store.integrity_check()
     ok = result == ["ok"]
     return Check("h", _INTEGRITY, ok, "ok" if ok else f"{len(result)} problems", [] if ok else result)
+
+
+def _privacy_budget(svc: Service, home: Path, today: date) -> Check:
+    """(i) Releases recorded within the budget declared, and each one's noise replayed."""
+    title = "insights releases stay within the privacy budget"
+    events = svc.store.events(insights.RELEASE_EVENT)
+    releases = [(event_id, json.loads(detail)) for event_id, _at, _kind, detail, _mac in events]
+    if not releases:
+        return Check("i", title, True, "no releases recorded", [])
+    try:
+        problems = insights.budget_problems(releases, svc.policy.insights)
+        problems += insights.replay_problems(releases)  # imports OpenDP
+    except ImportError:
+        problems = ["OpenDP is not installed, so the noise cannot be replayed (install anoncard[insights])"]
+        problems.append("OpenDP is not installed, so the noise cannot be replayed (install anoncard[insights])")
+    except (KeyError, TypeError, ValueError) as exc:
+        problems = [f"a release record is malformed ({type(exc).__name__})"]
+    spent = sum(float(d["epsilon"]) for _, d in releases)
+    rules = svc.policy.insights
+    declared = (
+        "none declared" if rules is None else f"{rules.epsilon_per_period} per period, {rules.epsilon_per_year} a year"
+    )
+    evidence = f"{len(releases)} releases, epsilon {spent:.4g} in all ({declared})"
+    return Check("i", title, not problems, evidence, problems)

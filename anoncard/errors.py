@@ -172,3 +172,11 @@ class RemoteError(AnonCardError):
         super().__init__(message, field=field)
         self.code = code
         self.status = status
+
+
+class InsightsRefused(AnonCardError):
+    """An insights release was refused: the privacy budget is spent, or the figure asked for
+    is one that is never released (per card, category pairs, a finer grouping)."""
+
+    code = "insights_refused"
+    exit_code = 23

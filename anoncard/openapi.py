@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from . import protocol
-from .policy import FieldRule, Policy
+from .policy import GROUPINGS, PERIODS, FieldRule, Policy
 from .protocol import Operation
 
 _ERROR = {
@@ -96,13 +96,17 @@ _RESULTS: dict[str, dict] = {
         "properties": {"name": _STRING, "role": _STRING, "created": _STRING, "key": _STRING},
     },
     "policy": {"type": "object", "required": ["fingerprint", "policy"]},
+    "insights": {
+        "type": "object", "required": ["period", "first_day", "last_day", "epsilon", "bounds", "figures"],
+        "properties": {"period": _STRING, "first_day": _STRING, "last_day": _STRING, "figures": {"type": "array"}},
+    },
 }  # fmt: skip
 
 _ERRORS = {
     400: "refused by the policy gate or malformed (policy_violation, card_error)",
     401: "no terminal key, or an unknown or revoked one (unauthenticated)",
     403: "the terminal's role does not reach this operation (forbidden)",
-    409: "refused: a conflict or a refused operation (ledger_error, coupon_error, keyring_error)",
+    409: "refused: a conflict or a refused operation (ledger_error, coupon_error, keyring_error, insights_refused)",
     413: "the body is larger than the limit (too_large)",
     415: "the body is not declared as JSON (not_json)",
     429: "too many unknown cards, or unknown recovery codes, from this terminal (rate_limited); see Retry-After",
@@ -132,6 +136,12 @@ def field_schema(rule: FieldRule) -> dict:
                 "description": f"euros as a decimal string, {rule.min / 100:.2f} to {rule.max / 100:.2f}"}  # fmt: skip
     if t == "count":
         return {"type": "integer", "minimum": rule.min, "maximum": rule.max}
+    if t == "period":
+        return {"type": "string", "enum": list(PERIODS)}
+    if t == "grouping":
+        return {"type": "string", "enum": list(GROUPINGS)}
+    if t == "day":
+        return {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "description": "a Sunday, YYYY-MM-DD"}
     if t == "coupon_codes":
         return {"type": "array", "maxItems": rule.max_items, "uniqueItems": True,
                 "items": {"type": "string", "maxLength": 400}}  # fmt: skip

@@ -109,10 +109,40 @@ class ReplaceRequest:
     history: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class InsightsRequest:
+    """A differentially private release of a period's figures: which period, ending on which
+    day (the last complete period before today when absent), and which grouping."""
+
+    period: str
+    ending: date | None
+    grouping: str
+
+
 Record = (
     IssueRequest | CheckoutRequest | EnterRequest | RefundRequest | BalanceRequest | RedeemRequest
-    | ExportRequest | EraseRequest | ReplaceRequest
+    | ExportRequest | EraseRequest | ReplaceRequest | InsightsRequest
 )  # fmt: skip
+
+# The periods an insights release covers, in days (whole weeks, ending on a Sunday).
+PERIODS = {"week": 7, "4weeks": 28, "quarter": 91}
+# Groupings a release may be asked for. Only "chain" has data behind it: the tills send no
+# store, cluster or region field, so anything finer would need a field that does not exist.
+GROUPINGS = ("chain",)
+
+
+@dataclass(frozen=True, slots=True)
+class InsightsRules:
+    """The ``[insights]`` section: the privacy budget and the contribution bounds' limits."""
+
+    purpose: str
+    epsilon_per_period: float
+    epsilon_per_year: float
+    calibration_share: float
+    max_categories: int
+    max_coupons: int
+    category_min_days: int
+    groupings: tuple[str, ...]
 
 # What this code can serve: kind -> field -> (type, required by the code). A policy may
 # leave out a field the code does not require (that use is then refused); it can never
@@ -132,6 +162,7 @@ SERVED: dict[str, dict[str, tuple[str, bool]]] = {
     "export": {"card": ("card_code", True)},
     "erase": {"card": ("card_code", True), "confirm": ("flag", True), "reward": ("reward_name", False)},
     "replace": {"recovery": ("recovery_code", True), "history": ("flag", False)},
+    "insights": {"period": ("period", True), "ending": ("day", False), "grouping": ("grouping", False)},
 }
 LINE_ITEMS = {"category": "category", "amount": "amount"}
 COLUMN_TYPES = {
@@ -270,7 +301,7 @@ class Policy:
         canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         self.fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
         for key in doc:
-            if key not in ("policy", "retention", "time", "requests", "storage"):
+            if key not in ("policy", "retention", "time", "requests", "storage", "insights"):
                 raise PolicyFileError(f"policy: unknown section [{key}]")
         head = doc.get("policy", {})
         self.title = _text(head, "title", "policy")
@@ -284,6 +315,7 @@ class Policy:
         if not self.documents_days or not self.history_days:
             raise PolicyFileError("policy: retention.documents_days and retention.history_days must be set and > 0")
         self.replay_days, self.future_skew_seconds = _time_window(doc.get("time", {}), self)
+        self.insights = _insights_rules(doc.get("insights"))
         self.requests: dict[str, dict[str, FieldRule]] = {}
         self.request_purpose: dict[str, str] = {}
         for kind, spec in doc.get("requests", {}).items():
@@ -427,6 +459,27 @@ class Policy:
             if not isinstance(value, bool):
                 raise PolicyViolation(f"field '{where}': must be true or false", field=where)
             return value
+        if rule.type == "period":
+            if value not in PERIODS:
+                raise PolicyViolation(f"field '{where}': must be one of {', '.join(PERIODS)}", field=where)
+            return value
+        if rule.type == "grouping":
+            if value not in GROUPINGS:
+                raise PolicyViolation(
+                    f"field '{where}': must be one of {', '.join(GROUPINGS)} (the tills send no store, cluster or "
+                    "region field, so no finer grouping exists)",
+                    field=where,
+                )
+            if self.insights is None or value not in self.insights.groupings:
+                raise PolicyViolation(f"field '{where}': a grouping the policy does not declare", field=where)
+            return value
+        if rule.type == "day":
+            try:
+                if not isinstance(value, str) or len(value) != 10:
+                    raise ValueError
+                return date.fromisoformat(value)
+            except ValueError:
+                raise PolicyViolation(f"field '{where}': must be a day as YYYY-MM-DD", field=where) from None
         if rule.type == "count":
             if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
                 value = int(value)  # ASCII digits only: "²" and "٣" are digits to str.isdigit
@@ -545,6 +598,49 @@ def _row(rule: FieldRule, name: str) -> str:
     )
 
 
+_INSIGHTS_KEYS = {
+    "purpose", "epsilon_per_period", "epsilon_per_year", "calibration_share", "max_categories", "max_coupons",
+    "category_min_days", "groupings",
+}  # fmt: skip
+
+
+def _insights_rules(doc: object) -> InsightsRules | None:
+    """``[insights]``: absent means no release is ever made."""
+    if doc is None:
+        return None
+    if not isinstance(doc, Mapping):
+        raise PolicyFileError("policy: [insights] must be a table")
+    for key in doc:
+        if key not in _INSIGHTS_KEYS:
+            raise PolicyFileError(f"policy: insights.{key} is not a setting anoncard knows")
+
+    def positive(key: str, default: float | None = None) -> float:
+        value = doc.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1000:
+            raise PolicyFileError(f"policy: insights.{key} must be a number above 0 and at most 1000")
+        return float(value)
+
+    per_period, per_year = positive("epsilon_per_period"), positive("epsilon_per_year")
+    if per_year < per_period:
+        raise PolicyFileError("policy: insights.epsilon_per_year must be at least insights.epsilon_per_period")
+    share = positive("calibration_share", 0.1)
+    if share >= 0.5:
+        raise PolicyFileError("policy: insights.calibration_share must be below 0.5")
+    groupings = doc.get("groupings", ["chain"])
+    if not isinstance(groupings, list) or not groupings or any(g not in GROUPINGS for g in groupings):
+        raise PolicyFileError(f"policy: insights.groupings must list some of {', '.join(GROUPINGS)}")
+    return InsightsRules(
+        purpose=_text(doc, "purpose", "insights"),
+        epsilon_per_period=per_period,
+        epsilon_per_year=per_year,
+        calibration_share=share,
+        max_categories=_int(doc, "max_categories", "insights", 64) or 64,
+        max_coupons=_int(doc, "max_coupons", "insights", 8) or 8,
+        category_min_days=_int(doc, "category_min_days", "insights", 28) or 28,
+        groupings=tuple(groupings),
+    )
+
+
 def _time_window(doc: object, policy: Policy) -> tuple[int, int]:
     """``(replay_days, future_skew_seconds)`` from ``[time]``, within their bounds.
 
@@ -655,6 +751,8 @@ def _erase(v: dict) -> EraseRequest:
 
 def _replace(v: dict) -> ReplaceRequest:
     return ReplaceRequest(v["recovery"], bool(v.get("history")))
+def _insights(v: dict) -> InsightsRequest:
+    return InsightsRequest(v["period"], v.get("ending"), v.get("grouping") or "chain")
 
 
 _BUILDERS = {
@@ -667,6 +765,7 @@ _BUILDERS = {
     "export": _export,
     "erase": _erase,
     "replace": _replace,
+    "insights": _insights,
 }
 
 

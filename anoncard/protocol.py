@@ -45,6 +45,7 @@ STATUS: dict[str, int] = {
     "method_not_allowed": 405,
     "ledger_error": 409,
     "coupon_error": 409,
+    "insights_refused": 409,
     "keyring_error": 409,
     "too_large": 413,
     "not_json": 415,
@@ -313,6 +314,10 @@ def _audit(ctx: Context, body: dict, at: datetime | None) -> object:
     return audit.run(ctx.home, today=ctx.svc.clock().date()).to_dict()
 
 
+def _insights(ctx: Context, body: dict, at: datetime | None) -> object:
+    return ctx.svc.insights(body)  # spans end before the server's today; no explicit time
+
+
 def _only(body: Mapping, allowed: set[str] | dict, what: str) -> None:
     """Refuse a field an operation without a policy kind does not take, by name (never its value)."""
     for name in body:
@@ -361,6 +366,8 @@ OPERATIONS: tuple[Operation, ...] = (
               body={"name": _NAME_SCHEMA, "role": {"type": "string", "enum": list(ROLES)}}),
     Operation("terminals_revoke", "POST", "/v1/terminals/revoke", _OPERATOR, _terminals_revoke,
               "Revoke a terminal's key", body={"name": _NAME_SCHEMA}),
+    Operation("insights", "POST", "/v1/insights", _OPERATOR, _insights,
+              "Differentially private figures of a span (spends privacy budget)", kind="insights"),
     Operation("policy", "GET", "/v1/policy", _AUDITOR, _policy, "The policy and its fingerprint"),
     Operation("audit", "GET", "/v1/audit", _AUDITOR, _audit, "Verify what is stored against the policy"),
 )  # fmt: skip

@@ -56,6 +56,7 @@ from . import recovery as recovery_codes
 from .cards import CardSecret, generate
 from .errors import (
     CouponError,
+    InsightsRefused,
     KeyRingError,
     LedgerError,
     OutputError,
@@ -839,6 +840,62 @@ class Service:
             ]
         return Balance(points, visits, recent, relinked)
 
+    # -- insights ------------------------------------------------------------------------
+
+    def insights(self, request: Mapping):
+        """Release a span's differentially private figures (:mod:`anoncard.insights`) and record
+        the release in the event log, in one transaction: the budget check and the record
+        cannot be raced by another release.
+
+        Needs the ``insights`` extra (OpenDP); ``import anoncard`` never loads it.
+
+        Raises:
+            PolicyViolation: the request breaks the gate (period, ending, grouping).
+            InsightsRefused: the policy declares no budget, the span is not over or not whole
+                weeks, or the release would spend more than the budget declares.
+        """
+        from . import insights
+
+        record = self._validate("insights", request)
+        rules = self.policy.insights
+        if rules is None:
+            raise InsightsRefused("insights: the policy declares no [insights] budget, so nothing is released")
+        first, last = insights.span(record.period, record.ending, self._today())
+        days = (last - first).days + 1
+        categories = sorted(
+            c for c in self.programme.vocabulary.categories if c not in self.programme.vocabulary.sensitive
+        )
+        planned = {"first_day": first.isoformat(), "last_day": last.isoformat(), "epsilon": rules.epsilon_per_period}
+        with self.store.reading():  # one snapshot; tills go on while the noise is drawn
+            self._refuse_past_budget(planned, rules)  # refused before any computing
+            data = insights.SpanData(
+                first=first,
+                last=last,
+                spend=self.store.spend_rows(first.isoformat(), last.isoformat()),
+                visits=self.store.visit_rows(first.isoformat(), last.isoformat()),
+                previous_visits=self.store.visit_rows(
+                    (first - timedelta(days=days)).isoformat(), (first - timedelta(days=1)).isoformat()
+                ),
+                first_visits=self.store.first_visit_days(),
+                coupons=self.store.coupon_uses(first.isoformat(), last.isoformat()),
+            )
+        result = insights.release(data, categories, rules, period=record.period, grouping=record.grouping)
+        with self.store.transaction():
+            # again under the write lock: of two releases racing for the same budget, one is refused
+            # (and what it computed is never shown)
+            self._refuse_past_budget(planned, rules)
+            self._record(insights.RELEASE_EVENT, result.event_detail())
+        return result
+
+    def _refuse_past_budget(self, planned: dict, rules) -> None:
+        from . import insights
+
+        events = self.store.events(insights.RELEASE_EVENT)
+        recorded = [(event_id, json.loads(detail)) for event_id, _a, _k, detail, _m in events]
+        problems = insights.budget_problems(recorded, rules, planned)
+        if problems:
+            raise InsightsRefused(f"insights: the privacy budget is spent: {problems[0]}; nothing was released")
+
     # -- entrance ------------------------------------------------------------------------
 
     def category_stats(self) -> suggest.StoreStats:
@@ -1207,6 +1264,8 @@ def reverse_recorded(
     base = points - sum(r[3] for r in rows)
     before, after = _kept(rows, base, left_before), _kept(rows, base, left_after)
     return before[0] - after[0], before[1] - after[1]
+
+
 def _week(day: str) -> str:
     """The Monday of ``day``'s week: store-wide totals of sensitive categories are kept by week."""
     d = date.fromisoformat(day)

@@ -461,6 +461,34 @@ _CARD_ORDER = {
     "coupons": "issued_day, id", "recovery": "card_id", "ledger": "id", "txns": "id",
     "history": "day, category", "visits": "day", "affinity": "category", "cards": "id",
 }  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    """One card's spend in one category on one day (a row of ``history``), for insights."""
+
+    card_id: int
+    day: str
+    category: str
+    spend_cents: int
+    baskets: int
+
+
+@dataclass(frozen=True, slots=True)
+class VisitRow:
+    """One card's visits and spend on one day (a row of ``visits``), for insights."""
+
+    card_id: int
+    day: str
+    visits: int
+    spend_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class CouponUse:
+    """One coupon printed for a card: when, and whether a document used it, for insights."""
+
+    card_id: int
+    issued_day: str
+    redeemed: bool
 
 
 _DOC_COLUMNS = (
@@ -556,6 +584,22 @@ class Store:
         except BaseException:
             self._rollback()
             raise
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """A read-only transaction: several SELECTs see one snapshot, and the write lock is not
+        taken (under WAL, writers go on meanwhile). Nothing written in it is kept.
+
+        Raises:
+            StoreError: the database cannot be read.
+        """
+        try:
+            self.conn.execute("BEGIN")
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"database {self.path}: {exc}") from None
+        finally:
+            self._rollback()
 
     def _rollback(self) -> None:
         # after a failed COMMIT (a full disk) SQLite may have rolled back already
@@ -1003,6 +1047,39 @@ class Store:
         return self.conn.execute(
             "SELECT id, at, kind, detail, mac FROM events WHERE kind = ? ORDER BY id", (kind,)
         ).fetchall()
+
+    # -- insights: per-card rows that only the differentially private release reads ------
+
+    def spend_rows(self, first: str, last: str) -> list[SpendRow]:
+        """Category history of every card from day ``first`` to ``last`` (inclusive)."""
+        rows = self.conn.execute(
+            "SELECT card_id, day, category, spend_cents, baskets FROM history WHERE day >= ? AND day <= ?"
+            " ORDER BY card_id, day, category",
+            (first, last),
+        )
+        return [SpendRow(*r) for r in rows]
+
+    def visit_rows(self, first: str, last: str) -> list[VisitRow]:
+        """Visits of every card from day ``first`` to ``last`` (inclusive)."""
+        rows = self.conn.execute(
+            "SELECT card_id, day, visits, spend_cents FROM visits WHERE day >= ? AND day <= ? ORDER BY card_id, day",
+            (first, last),
+        )
+        return [VisitRow(*r) for r in rows]
+
+    def first_visit_days(self) -> dict[int, str]:
+        """The first day each card's kept visits show (older ones are gone with their retention)."""
+        rows = self.conn.execute("SELECT card_id, MIN(day) FROM visits GROUP BY card_id")
+        return {card_id: day for card_id, day in rows}
+
+    def coupon_uses(self, first: str, last: str) -> list[CouponUse]:
+        """Coupons printed from day ``first`` to ``last`` (inclusive) and whether each was used."""
+        rows = self.conn.execute(
+            "SELECT card_id, issued_day, redeemed_txn FROM coupons WHERE issued_day >= ? AND issued_day <= ?"
+            " ORDER BY card_id, issued_day",
+            (first, last),
+        )
+        return [CouponUse(card_id, day, txn is not None) for card_id, day, txn in rows]
 
     # -- read-only inspection for the audit -------------------------------------------
 

@@ -806,6 +806,7 @@ def demo(obj, as_json, seed, cards, checkouts, into):
             else:
                 with click.progressbar(length=checkouts, label="store week", file=sys.stderr) as bar:
                     summary = demo_mod.run(svc, seed=seed, cards=cards, checkouts=checkouts, progress=bar.update)
+            summary["insights"] = _demo_insights(svc, into)
     if as_json:
         _print(True, summary, "")
         return
@@ -814,6 +815,27 @@ def demo(obj, as_json, seed, cards, checkouts, into):
         if isinstance(value, dict):
             value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
         click.echo(f"{key:<{width}}  {value}")
+
+
+def _demo_insights(svc: Service, into: Path | None) -> dict:
+    """The demo ends with the insights of the 4 weeks to last Sunday (the store week's days in it)."""
+    try:
+        release = svc.insights({"period": "4weeks"})
+    except ImportError:
+        return {"skipped": "install anoncard[insights] (OpenDP, matplotlib) for the insights report"}
+    active = next(f for f in release.to_dict()["figures"] if f["name"] == "active cards")
+    out = {
+        "span": f"{release.first} to {release.last}",
+        "active cards": f"{active['value']:.0f} (95 % interval {active['low']:.0f} to {active['high']:.0f})",
+        "note": "a small store gets wide intervals: the noise that hides one card does not shrink with the store",
+    }
+    if into is not None:
+        from anoncard import files, report
+
+        files.create(into / "insights.html", report.html(release).encode(), field="into")
+        files.create(into / "insights.csv", release.to_csv().encode(), field="into")
+        out["report"] = str(into / "insights.html")
+    return out
 
 
 @main.group("policy")
@@ -875,6 +897,57 @@ def purge(obj, as_json):
     _print(as_json, counts, "\n".join(f"{k}: {v}" for k, v in counts.items()))
 
 
+def _figure_text(f: dict) -> str:
+    high = "unbounded" if f["high"] is None else f"{f['high']:.4g}"
+    what = f["name"] + (f" [{f['category']}]" if f["category"] else "")
+    scale = "" if f["scale"] is None else f"  (noise scale {f['scale']:.4g})"
+    return f"{what}: {f['value']:.4g} {f['unit']}, 95 % interval {f['low']:.4g} to {high}{scale}"
+
+
+def _insights_text(r: dict) -> str:
+    b = r["bounds"]
+    out = [
+        f"insights {r['period']} {r['first_day']} to {r['last_day']} ({r['grouping']}), epsilon {r['epsilon']:.4g}",
+        f"bounds per card (chosen privately): K = {b['categories']} categories, C = {b['category_spend']} cents "
+        f"per category, V = {b['visits']} visits, S = {b['spend']} cents, R = {b['coupons']} coupons",
+        *(_figure_text(f) for f in r["figures"]),
+        "not released:",
+        *(f"  {what}: {why}" for what, why in r["not_released"].items()),
+    ]
+    return "\n".join(out)
+
+
+@command(main, "insights")
+@click.option("--period", type=click.Choice(["week", "4weeks", "quarter"]), default="4weeks", show_default=True)
+@click.option("--ending", help="Last day of the span, a Sunday (YYYY-MM-DD); default the last one before today.")
+@click.option("--grouping", help="Whose figures: chain (the only grouping; tills send no region field).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write a CSV file.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
+def insights_cmd(obj, as_json, period, ending, grouping, csv_path, html_path):
+    """Release differentially private figures of a span; spends privacy budget (recorded, audited).
+
+    Every figure comes with its noise scale and a 95 % interval; what is never released
+    (per card, category pairs, finer groupings) is listed with the reason.
+
+    \b
+    Example:
+      anoncard insights --period 4weeks --csv figures.csv --html report.html
+      anoncard insights --period week --ending 2026-11-29 --json
+    """
+    from anoncard import files
+
+    request = {k: v for k, v in {"period": period, "ending": ending, "grouping": grouping}.items() if v is not None}
+    release = _run(obj, "insights", request)
+    if csv_path is not None:
+        files.create(csv_path, release.to_csv().encode(), field="csv")
+    if html_path is not None:
+        from anoncard import report
+
+        files.create(html_path, report.html(release).encode(), field="html")
+    data = release.to_dict()
+    _print(as_json, data, _insights_text(data))
+
+
 @command(main, "audit")
 @click.option(
     "--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here (.md, .html or .json)."
@@ -894,7 +967,7 @@ def audit_cmd(obj, as_json, report, at):
     when = _at(at)
     day = when.date() if isinstance(when, datetime) else when
     if sys.stderr.isatty() and not as_json:
-        with click.progressbar(length=8, label="auditing", file=sys.stderr) as bar:
+        with click.progressbar(length=9, label="auditing", file=sys.stderr) as bar:
             result = audit.run(obj["home"], today=day, progress=lambda _name: bar.update(1))
     else:
         result = audit.run(obj["home"], today=day)

@@ -108,7 +108,7 @@ def test_a_line_with_a_null_category_or_amount_is_refused(home, store_with_a_car
     assert files_digest(home) == before
 
 
-KINDS = ["checkout", "refund", "balance", "redeem", "issue", "enter", "export", "erase", "replace"]
+KINDS = ["checkout", "refund", "balance", "redeem", "issue", "enter", "export", "erase", "replace", "insights"]
 DECLARED = {kind: set(Policy.default().requests[kind]) for kind in KINDS}
 LINE_FIELDS = {"category", "amount"}
 
@@ -131,6 +131,7 @@ def valid_request(kind: str, code: str, stub: str | None = None) -> dict:
         "redeem": {"card": code, "txn": "r1", "reward": "coffee"},
         "issue": {"count": 1},
         "enter": {"card": code},
+        "insights": {"period": "week"},
     }[kind]
 
 

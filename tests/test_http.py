@@ -120,6 +120,7 @@ def _valid_body(op: protocol.Operation, card: str, n: int, holders: dict | None 
         "keys_retire": {"confirm": True},
         "terminals_add": {"name": f"table-{n}", "role": "kiosk"},
         "terminals_revoke": {"name": "spare"},
+        "insights": {"period": "week"},
     }.get(op.name, {})
 
 

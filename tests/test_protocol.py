@@ -95,7 +95,8 @@ def test_one_http_status_per_code_as_the_wire_contract_says():
     assert protocol.STATUS == {
         "policy_violation": 400, "card_error": 400, "usage_error": 400, "unauthenticated": 401, "forbidden": 403,
         "unknown_card": 404, "not_found": 404, "method_not_allowed": 405, "ledger_error": 409, "coupon_error": 409,
-        "keyring_error": 409, "too_large": 413, "not_json": 415, "rate_limited": 429, "store_error": 503,
+        "keyring_error": 409, "insights_refused": 409,
+        "too_large": 413, "not_json": 415, "rate_limited": 429, "store_error": 503,
             "output_error": 503,
     }  # fmt: skip
     classes = [cls for _, cls in inspect.getmembers(errors, inspect.isclass) if issubclass(cls, errors.AnonCardError)]
@@ -138,7 +139,7 @@ def test_the_operation_table_fits_the_policy_and_the_wire_contract():
     assert reach["auditor"] == {"/v1/policy", "/v1/audit"}
     assert all(op.method == "GET" for op in ops if "auditor" in op.roles)  # read-only
     assert reach["operator"] == {"/v1/cards", "/v1/keys", "/v1/keys/rotate", "/v1/keys/retire", "/v1/purge",
-                                 "/v1/backup", "/v1/terminals", "/v1/terminals/revoke"}  # fmt: skip
+                                 "/v1/backup", "/v1/terminals", "/v1/terminals/revoke", "/v1/insights"}  # fmt: skip
     assert {op.name for op in ops if op.at} == {"checkout", "refund"}  # coupons go by the server clock
     card_ops = {"checkout", "redeem", "balance", "enter", "export", "erase", "replace"}
     assert {op.name for op in ops if op.card} == card_ops
