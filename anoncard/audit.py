@@ -403,11 +403,11 @@ def _privacy_budget(svc: Service, home: Path, today: date) -> Check:
     releases = [(event_id, json.loads(detail)) for event_id, _at, _kind, detail, _mac in events]
     if not releases:
         return Check("i", title, True, "no releases recorded", [])
+    problems: list[str] = []
     try:
         problems = insights.budget_problems(releases, svc.policy.insights)
         problems += insights.replay_problems(releases)  # imports OpenDP
-    except ImportError:
-        problems = ["OpenDP is not installed, so the noise cannot be replayed (install anoncard[insights])"]
+    except ImportError:  # the budget's own problems are kept
         problems.append("OpenDP is not installed, so the noise cannot be replayed (install anoncard[insights])")
     except (KeyError, TypeError, ValueError) as exc:
         problems = [f"a release record is malformed ({type(exc).__name__})"]
