@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -46,7 +44,6 @@ def test_generated_requests_get_documented_answers_and_no_server_error(home):
     key_of = {role: keys[f"sch-{role}-q7"] for role in ROLES}
     sent: dict[str, int] = {}
     statuses: dict[int, int] = {}
-    started = time.monotonic()
     with live_server(home, unknown_card_limit=10_000) as url:
         document = httpx.get(f"{url}/openapi.json").json()
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
@@ -58,4 +55,3 @@ def test_generated_requests_get_documented_answers_and_no_server_error(home):
     assert len(sent) == len(document["paths"]) + 1  # /v1/terminals has a GET and a POST
     assert sum(sent.values()) >= 1000, sent
     assert statuses.get(200, 0) > 300 and statuses.get(400, 0) > 100, statuses  # through the gate, and refused by it
-    assert time.monotonic() - started < 120
