@@ -1,7 +1,8 @@
-"""Helpers for the CLI tests: run a command against a home, issue cards, snapshot storage."""
+"""Helpers shared by the tests: run a command against a home, issue cards, snapshot storage."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -14,6 +15,17 @@ from cli.main import main
 
 DB_NAME = "anoncard.db"
 KEYRING_NAME = "keyring.json"
+
+
+def db_files(home: Path) -> bytes:
+    """The bytes of the database and its WAL, as a thief of the disk would read them."""
+    return b"".join((home / n).read_bytes() for n in (DB_NAME, f"{DB_NAME}-wal") if (home / n).exists())
+
+
+def db_digest(home: Path) -> str:
+    """A digest of the database and its WAL: equal before and after means nothing was stored (a WAL
+    file that a new connection creates empty counts as no WAL)."""
+    return hashlib.sha256(db_files(home)).hexdigest()
 
 
 def cli(home: Path, *args: str, input: str | bytes | None = None) -> Result:

@@ -4,7 +4,6 @@ and changes nothing; a restore re-purges the cards of keys retired since the bac
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 import shutil
@@ -17,6 +16,7 @@ import pytest
 
 from anoncard import Programme, Service, StoreError, UnknownCard, audit
 from anoncard.money import parse_cents
+from tests.cli_helpers import db_digest as digest
 from tests.conftest import basket, fixed_clock
 from tests.test_crash import consistency_problems
 
@@ -57,12 +57,6 @@ def fresh_home_like(home: Path, target: Path) -> Path:
     return target
 
 
-def digest(home: Path) -> str:
-    h = hashlib.sha256()
-    for name in ("anoncard.db", "anoncard.db-wal"):
-        path = home / name
-        h.update(path.read_bytes() if path.exists() else b"<none>")
-    return h.hexdigest()
 
 
 def points_per_card(svc: Service, codes: list[str], txns: list[tuple[str, dict]]) -> dict[str, int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 
 from anoncard import CardError, PolicyViolation, Service
 from anoncard.policy import NAMEABLE_FIELDS, Policy
+from tests.cli_helpers import db_digest as files_digest
 from tests.conftest import basket, fixed_clock
 
 # The demographics columns of dunnhumby's "The Complete Journey", plus direct identifiers.
@@ -35,12 +35,6 @@ SAMPLE = {
 }
 
 
-def files_digest(home) -> str:
-    h = hashlib.sha256()
-    for name in ("anoncard.db", "anoncard.db-wal"):
-        path = home / name
-        h.update(path.read_bytes() if path.exists() else b"-")
-    return h.hexdigest()
 
 
 @pytest.fixture

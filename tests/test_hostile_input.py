@@ -3,7 +3,6 @@ traceback or a foreign exception, and not one byte of the database (or its WAL) 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 from anoncard import AnonCardError, Service, init_home
 from anoncard.cards import generate
 from cli.main import MAX_INPUT_BYTES, main
+from tests.cli_helpers import db_digest as digest
 from tests.conftest import DAY, fixed_clock
 
 STRESS = os.environ.get("ANONCARD_STRESS") == "1"
@@ -31,13 +31,6 @@ FIXTURE_SETTINGS = settings(
 )
 
 
-def digest(home: Path) -> str:
-    h = hashlib.sha256()
-    for name in ("anoncard.db", "anoncard.db-wal"):
-        path = home / name
-        h.update(path.read_bytes() if path.exists() else b"<none>")
-        h.update(b"|")
-    return h.hexdigest()
 
 
 def make_home(path: Path) -> tuple[Path, str]:

@@ -5,7 +5,6 @@ byte of the database (or its WAL) changes."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -14,6 +13,8 @@ from click.testing import CliRunner
 
 from anoncard import AnonCardError, Service, cards, init_home
 from cli.main import main
+from tests.cli_helpers import db_digest as digest
+from tests.cli_helpers import db_files as files
 from tests.conftest import DAY, fixed_clock
 
 HOSTILE = [
@@ -50,12 +51,8 @@ HOSTILE = [
 assert len(HOSTILE) >= 60
 
 
-def files(home: Path) -> bytes:
-    return b"".join((home / n).read_bytes() for n in ("anoncard.db", "anoncard.db-wal") if (home / n).exists())
 
 
-def digest(home: Path) -> str:
-    return hashlib.sha256(files(home)).hexdigest()
 
 
 def make_home(path: Path) -> tuple[Path, str]:

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from anoncard import Service, cards, protocol
+from tests.cli_helpers import db_digest as digest
 from tests.http_helpers import add_terminals, live_server
 
 ROLES = {"till": "till", "entrance": "entrance", "kiosk": "kiosk", "operator": "operator", "auditor": "auditor"}
 
 
-def digest(home: Path) -> str:
-    h = hashlib.sha256()
-    for name in ("anoncard.db", "anoncard.db-wal"):
-        path = home / name
-        h.update(path.read_bytes() if path.exists() else b"<none>")
-        h.update(b"|")
-    return h.hexdigest()
 
 
 def auth(key: str) -> dict:

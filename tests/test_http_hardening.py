@@ -10,8 +10,10 @@ import httpx
 import pytest
 
 from anoncard import Service, init_home
+from tests.cli_helpers import db_digest as digest
+from tests.cli_helpers import db_files as files
 from tests.http_helpers import add_terminals, live_server
-from tests.test_hostile_values import HOSTILE, digest, files
+from tests.test_hostile_values import HOSTILE
 
 
 def echoes(text: str, value: str, run: int = 8) -> bool:

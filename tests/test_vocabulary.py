@@ -3,9 +3,7 @@ points but never enter a card's rows."""
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -16,18 +14,16 @@ from anoncard.demo import CATEGORIES as DEMO_CATEGORIES
 from anoncard.programme import DEFAULT_TOML, Programme
 from anoncard.store import SCHEMA_VERSION
 from anoncard.vocabulary import PRIVATE_LABEL, normalise
+from tests.cli_helpers import db_digest as digest
+from tests.cli_helpers import db_files as files
 from tests.conftest import DAY, basket, fixed_clock
 
 SENSITIVE = ["pharmacy", "baby food", "nappies", "pregnancy tests", "kosher", "halal", "condoms & sexual health",
              "nicotine replacement", "infant formula"]  # fmt: skip
 
 
-def files(home: Path) -> bytes:
-    return b"".join((home / n).read_bytes() for n in ("anoncard.db", "anoncard.db-wal") if (home / n).exists())
 
 
-def digest(home: Path) -> str:
-    return hashlib.sha256(files(home)).hexdigest()
 
 
 @pytest.fixture
