@@ -113,3 +113,17 @@ def transposed(code: str) -> str:
         if "-" not in (a, b) and a != b:
             return code[:i] + b + a + code[i + 2 :]
     raise AssertionError("no two different neighbours")  # pragma: no cover
+
+
+def home_with_a_customer(path: Path) -> tuple[Path, str]:
+    """A home with one card that has bought something, the WAL folded into the database: a value
+    the gate let through would show in the file."""
+    from anoncard import Service, init_home
+    from tests.conftest import DAY, fixed_clock
+
+    init_home(path, today=DAY)
+    with Service.open(path, clock=fixed_clock) as svc:
+        code = svc.issue_cards({"count": 1})[0].code
+        svc.checkout({"card": code, "txn": "t1", "lines": [{"category": "dairy", "amount": "3.49"}]})
+        svc.store.checkpoint()
+    return path, code

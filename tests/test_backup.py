@@ -57,8 +57,6 @@ def fresh_home_like(home: Path, target: Path) -> Path:
     return target
 
 
-
-
 def points_per_card(svc: Service, codes: list[str], txns: list[tuple[str, dict]]) -> dict[str, int]:
     """Each card's points from the documents of ``txns`` that this home holds, recomputed from their lines."""
     out = dict.fromkeys(codes, 0)

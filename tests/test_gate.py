@@ -35,8 +35,6 @@ SAMPLE = {
 }
 
 
-
-
 @pytest.fixture
 def store_with_a_card(home):
     svc = Service.open(home, clock=fixed_clock, synchronous="NORMAL")

@@ -15,11 +15,12 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anoncard import AnonCardError, Service, init_home
+from anoncard import AnonCardError, Service
 from anoncard.cards import generate
 from cli.main import MAX_INPUT_BYTES, main
 from tests.cli_helpers import db_digest as digest
-from tests.conftest import DAY, fixed_clock
+from tests.cli_helpers import home_with_a_customer as make_home
+from tests.conftest import fixed_clock
 
 STRESS = os.environ.get("ANONCARD_STRESS") == "1"
 EXAMPLES = 300 if STRESS else 40
@@ -29,18 +30,6 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURE_SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-
-
-def make_home(path: Path) -> tuple[Path, str]:
-    """A home with one card that has bought something; the WAL folded into the database."""
-    init_home(path, today=DAY)
-    with Service.open(path, clock=fixed_clock) as svc:
-        code = svc.issue_cards({"count": 1})[0].code
-        svc.checkout({"card": code, "txn": "t1", "lines": [{"category": "dairy", "amount": "3.49"}]})
-        svc.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return path, code
 
 
 @pytest.fixture(scope="module")

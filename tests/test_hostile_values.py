@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from anoncard import AnonCardError, Service, cards, init_home
+from anoncard import AnonCardError, Service, cards
 from cli.main import main
 from tests.cli_helpers import db_digest as digest
 from tests.cli_helpers import db_files as files
-from tests.conftest import DAY, fixed_clock
+from tests.cli_helpers import home_with_a_customer as make_home
+from tests.conftest import fixed_clock
 
 HOSTILE = [
     # payment card numbers
@@ -49,19 +50,6 @@ HOSTILE = [
     "d\u0430iry", "c\u043ef\u0435\u0435", "dairy\u202e", "\ufeffdairy", "caf\u00e9", "caf\u0065\u0301",
 ]  # fmt: skip
 assert len(HOSTILE) >= 60
-
-
-
-
-
-
-def make_home(path: Path) -> tuple[Path, str]:
-    init_home(path, today=DAY)
-    with Service.open(path, clock=fixed_clock) as svc:
-        code = svc.issue_cards({"count": 1})[0].code
-        svc.checkout({"card": code, "txn": "t1", "lines": [{"category": "dairy", "amount": "3.49"}]})
-        svc.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return path, code
 
 
 @pytest.fixture(scope="module")

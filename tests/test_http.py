@@ -18,8 +18,6 @@ from tests.http_helpers import add_terminals, live_server
 ROLES = {"till": "till", "entrance": "entrance", "kiosk": "kiosk", "operator": "operator", "auditor": "auditor"}
 
 
-
-
 def auth(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
 

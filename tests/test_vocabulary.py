@@ -22,10 +22,6 @@ SENSITIVE = ["pharmacy", "baby food", "nappies", "pregnancy tests", "kosher", "h
              "nicotine replacement", "infant formula"]  # fmt: skip
 
 
-
-
-
-
 @pytest.fixture
 def shop(home):
     svc = Service.open(home, clock=fixed_clock, synchronous="NORMAL")
