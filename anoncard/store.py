@@ -35,11 +35,14 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 from . import files
 from .errors import StoreError
+from .storage import Card, CouponRow, CouponUse, Document, Event, FoundCoupon, TerminalRow
+
+__all__ = ["Card", "CouponRow", "Document", "Store", "integrity_problems"]
 
 _LOCK_RETRIES = 4
 
@@ -348,46 +351,6 @@ def integrity_problems(path: str | Path) -> list[str]:
     return [] if result == ["ok"] else result
 
 
-@dataclass(frozen=True, slots=True)
-class Card:
-    id: int
-    key_version: int
-    balance: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """A stored till document (checkout, refund or redemption) with its ledger points."""
-
-    id: int
-    kind: str
-    card_id: int
-    parent_id: int | None
-    day: str
-    content: bytes
-    lines: str
-    spend_cents: int
-    discount_cents: int
-    item: str | None
-    balance_after: int
-    points: int
-
-
-@dataclass(frozen=True, slots=True)
-class CouponRow:
-    """A stored coupon. ``digest`` is the keyed digest of the printed id; ``sealed`` the id
-    masked under a key of the ring (for a reprint)."""
-
-    digest: bytes
-    category: str
-    kind: str
-    value: int
-    issued_day: str
-    expires_day: str
-    redeemed_txn: int | None
-    sealed: bytes | None
-
-
 _DOC_COLUMNS = (
     "t.id, t.kind, t.card_id, t.parent_id, t.day, t.content, t.lines, t.spend_cents, t.discount_cents, t.item,"
     " t.balance_after, l.points"
@@ -396,6 +359,10 @@ _DOC_COLUMNS = (
 
 class Store:
     """One SQLite database. Use :meth:`transaction` around every write."""
+
+    # the order coupons were issued in (SQLite's rowid)
+    _COUPON_ORDER = "rowid"
+    INTEGRITY_CHECK = "SQLite integrity check"
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_000) -> None:
         if synchronous not in ("FULL", "NORMAL"):
@@ -416,6 +383,10 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    def describe(self) -> str:
+        """The database, for messages: the file's path."""
+        return self.path
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -585,7 +556,8 @@ class Store:
         """Move the key generation on, to above ``at_least`` too; returns the new value. Changes of
         key states move it by themselves (triggers); a restore, which replaces the content whole,
         calls this with the generation from before, so every process sees that the states moved."""
-        self.conn.execute("UPDATE generations SET keys = max(keys, ?) + 1 WHERE id = 1", (at_least,))
+        self.conn.execute("UPDATE generations SET keys = CASE WHEN keys > ? THEN keys ELSE ? END + 1 WHERE id = 1",
+            (at_least, at_least),)
         return self.key_generation()
 
     def stats_generation(self) -> int:
@@ -593,7 +565,8 @@ class Store:
         return self.conn.execute("SELECT stats FROM generations WHERE id = 1").fetchone()[0]
 
     def bump_stats_generation(self, at_least: int = 0) -> None:
-        self.conn.execute("UPDATE generations SET stats = max(stats, ?) + 1 WHERE id = 1", (at_least,))
+        self.conn.execute("UPDATE generations SET stats = CASE WHEN stats > ? THEN stats ELSE ? END + 1 WHERE id = 1",
+            (at_least, at_least),)
 
     def key_states(self) -> dict[int, str]:
         return dict(self.conn.execute("SELECT version, state FROM key_versions"))
@@ -653,15 +626,19 @@ class Store:
         )
         return cur.rowcount == 1
 
-    def terminals(self) -> list[tuple[str, str, str, str | None]]:
-        """``(name, role, created_day, revoked_day)`` of every terminal, by name."""
-        return self.conn.execute("SELECT name, role, created_day, revoked_day FROM terminals ORDER BY name").fetchall()
+    def terminals(self) -> list[TerminalRow]:
+        """Every terminal, by name."""
+        rows = self.conn.execute(
+            "SELECT name, role, digest, created_day, revoked_day FROM terminals ORDER BY name"
+        ).fetchall()
+        return [TerminalRow(*r) for r in rows]
 
-    def find_terminal(self, digest: bytes) -> tuple[str, str, bytes, str | None] | None:
-        """``(name, role, digest, revoked_day)`` of the terminal whose key has this digest."""
-        return self.conn.execute(
-            "SELECT name, role, digest, revoked_day FROM terminals WHERE digest = ?", (digest,)
+    def find_terminal(self, digest: bytes) -> TerminalRow | None:
+        """The terminal whose key has this digest."""
+        row = self.conn.execute(
+            "SELECT name, role, digest, created_day, revoked_day FROM terminals WHERE digest = ?", (digest,)
         ).fetchone()
+        return None if row is None else TerminalRow(*row)
 
     def revoke_terminal(self, name: str, day: str) -> bool:
         """Revoke a terminal's key; False when there is no such terminal or it is revoked already."""
@@ -688,6 +665,10 @@ class Store:
         )
         return [Document(*r) for r in rows]
 
+    def lock_card(self, card_id: int) -> None:
+        """Hold the card's row for this transaction: SQLite's write transaction holds the whole
+        database already (``BEGIN IMMEDIATE``)."""
+
     def balance(self, card_id: int) -> int:
         return self.conn.execute(
             "SELECT coalesce(sum(points), 0) FROM ledger WHERE card_id = ?", (card_id,)
@@ -711,21 +692,17 @@ class Store:
     ) -> int | None:
         """Insert a document and its ledger entry (the caller holds the transaction); returns its
         id, or None when a document with this reference exists (a retry, or a reuse)."""
-        try:
-            cur = self.conn.execute(
-                "INSERT INTO txns (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents,"
-                " item, balance_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents, item, balance_after),
-            )
-        except sqlite3.IntegrityError as exc:
-            if "txns.ref" in str(exc):
-                return None
-            raise
+        row = self.conn.execute(
+            "INSERT INTO txns (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents,"
+            " item, balance_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO NOTHING RETURNING id",
+            (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents, item, balance_after),
+        ).fetchone()
+        if row is None:
+            return None
         self.conn.execute(
-            "INSERT INTO ledger (card_id, txn_id, points, day) VALUES (?, ?, ?, ?)",
-            (card_id, cur.lastrowid, points, day),
+            "INSERT INTO ledger (card_id, txn_id, points, day) VALUES (?, ?, ?, ?)", (card_id, row[0], points, day)
         )
-        return cur.lastrowid
+        return row[0]
 
     def recent_documents(self, card_id: int, limit: int = 10) -> list[Document]:
         rows = self.conn.execute(
@@ -746,13 +723,13 @@ class Store:
         self.conn.executemany(
             "INSERT INTO history (card_id, day, category, spend_cents, baskets) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT(card_id, day, category) DO UPDATE SET"
-            " spend_cents = spend_cents + excluded.spend_cents, baskets = baskets + excluded.baskets",
+            " spend_cents = history.spend_cents + excluded.spend_cents, baskets = history.baskets + excluded.baskets",
             [(card_id, day, c, cents, n) for c, cents in spend.items()],
         )
         self.conn.execute(
             "INSERT INTO visits (card_id, day, visits, spend_cents) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(card_id, day) DO UPDATE SET"
-            " visits = visits + excluded.visits, spend_cents = spend_cents + excluded.spend_cents",
+            " visits = visits.visits + excluded.visits, spend_cents = visits.spend_cents + excluded.spend_cents",
             (card_id, day, n, sum(spend.values())),
         )
 
@@ -761,7 +738,7 @@ class Store:
         self.conn.executemany(
             "INSERT INTO category_weeks (week, category, spend_cents, baskets) VALUES (?, ?, ?, 1)"
             " ON CONFLICT(week, category) DO UPDATE SET"
-            " spend_cents = spend_cents + excluded.spend_cents, baskets = baskets + 1",
+            " spend_cents = category_weeks.spend_cents + excluded.spend_cents, baskets = category_weeks.baskets + 1",
             [(week, c, cents) for c, cents in spend.items()],
         )
 
@@ -834,7 +811,7 @@ class Store:
             " SELECT card_id, category, sum(spend_cents), sum(baskets) FROM history WHERE day < ?"
             " GROUP BY card_id, category"
             " ON CONFLICT(card_id, category) DO UPDATE SET"
-            " spend_cents = spend_cents + excluded.spend_cents, baskets = baskets + excluded.baskets",
+            " spend_cents = affinity.spend_cents + excluded.spend_cents, baskets = affinity.baskets + excluded.baskets",
             (cutoff,),
         )
         history = self.conn.execute("DELETE FROM history WHERE day < ?", (cutoff,)).rowcount
@@ -843,21 +820,24 @@ class Store:
 
     # -- event log ---------------------------------------------------------------------
 
-    def last_event(self) -> tuple[int, bytes] | None:
-        return self.conn.execute("SELECT id, mac FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    def last_event(self) -> Event | None:
+        row = self.conn.execute("SELECT id, at, kind, detail, mac FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else Event(*row)
 
     def add_event(self, event_id: int, at: str, kind: str, detail: str, mac: bytes) -> None:
         self.conn.execute(
             "INSERT INTO events (id, at, kind, detail, mac) VALUES (?, ?, ?, ?, ?)", (event_id, at, kind, detail, mac)
         )
 
-    def events(self, kind: str | None = None) -> list[tuple[int, str, str, str, bytes]]:
-        """``(id, at, kind, detail, mac)`` in order, optionally of one kind."""
+    def events(self, kind: str | None = None) -> list[Event]:
+        """The events in order, optionally of one kind."""
         if kind is None:
-            return self.conn.execute("SELECT id, at, kind, detail, mac FROM events ORDER BY id").fetchall()
-        return self.conn.execute(
-            "SELECT id, at, kind, detail, mac FROM events WHERE kind = ? ORDER BY id", (kind,)
-        ).fetchall()
+            rows = self.conn.execute("SELECT id, at, kind, detail, mac FROM events ORDER BY id").fetchall()
+        else:
+            rows = self.conn.execute(
+                "SELECT id, at, kind, detail, mac FROM events WHERE kind = ? ORDER BY id", (kind,)
+            ).fetchall()
+        return [Event(*r) for r in rows]
 
     # -- read-only inspection for the audit -------------------------------------------
 
@@ -916,7 +896,7 @@ class Store:
         """A card's coupons issued since a day, oldest first."""
         rows = self.conn.execute(
             "SELECT id, category, kind, value, issued_day, expires_day, redeemed_txn, sealed FROM coupons"
-            " WHERE card_id = ? AND issued_day >= ? ORDER BY issued_day, rowid",
+            f" WHERE card_id = ? AND issued_day >= ? ORDER BY issued_day, {self._COUPON_ORDER}",
             (card_id, since),
         )
         return [CouponRow(*r) for r in rows]
@@ -929,13 +909,13 @@ class Store:
             rows,
         )
 
-    def find_coupon(self, digest: bytes) -> tuple | None:
-        """``(card_id, category, kind, value, expires_day, redeemed_txn)`` of a recorded coupon,
-        by the keyed digest of its id."""
-        return self.conn.execute(
+    def find_coupon(self, digest: bytes) -> FoundCoupon | None:
+        """A recorded coupon, by the keyed digest of its id."""
+        row = self.conn.execute(
             "SELECT card_id, category, kind, value, expires_day, redeemed_txn FROM coupons WHERE id = ?",
             (digest,),
         ).fetchone()
+        return None if row is None else FoundCoupon(*row)
 
     def redeem_coupon(self, digest: bytes, txn_id: int) -> bool:
         """Mark a coupon used by a document; False if it was used already (atomic)."""
@@ -944,10 +924,11 @@ class Store:
         )
         return cur.rowcount == 1
 
-    def coupons_of_document(self, txn_id: int) -> list[tuple]:
-        return self.conn.execute(
-            "SELECT category, kind, value FROM coupons WHERE redeemed_txn = ? ORDER BY rowid", (txn_id,)
-        ).fetchall()
+    def coupons_of_document(self, txn_id: int) -> list[CouponUse]:
+        rows = self.conn.execute(
+            f"SELECT category, kind, value FROM coupons WHERE redeemed_txn = ? ORDER BY {self._COUPON_ORDER}", (txn_id,)
+        )
+        return [CouponUse(*r) for r in rows]
 
     def refresh_category_stats(self, recent_days: int = 14) -> dict[str, int]:
         """Recompute store-wide, card-free aggregates: category popularity (over the history
@@ -960,7 +941,7 @@ class Store:
         if total == 0:
             return {"baskets": 0, "categories": 0, "pairs": 0}
         (latest,) = self.conn.execute("SELECT max(day) FROM visits").fetchone()
-        since = self.conn.execute("SELECT date(?, ?)", (latest, f"-{recent_days} days")).fetchone()[0]
+        since = (date.fromisoformat(latest) - timedelta(days=recent_days)).isoformat()
         recent_total = self.conn.execute("SELECT sum(visits) FROM visits WHERE day > ?", (since,)).fetchone()[0]
         self.conn.execute(
             "INSERT INTO category_stats (category, baskets, share_ppm, recent_ppm)"
