@@ -24,13 +24,13 @@ import functools
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, pq
 
 from . import files
 from .errors import StoreError
@@ -201,18 +201,45 @@ def _pg(sql: str) -> str:
 
 
 class _Connection:
-    """A psycopg connection speaking the sqlite3 connection's ``execute``/``executemany``."""
+    """A psycopg connection speaking the sqlite3 connection's ``execute``/``executemany``.
 
-    def __init__(self, raw: psycopg.Connection) -> None:
-        self.raw = raw
+    Outside a transaction a broken connection (the server restarted) is replaced before the
+    statement runs; a failure of the server or the connection is a StoreError."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection], name: str) -> None:
+        self._connect, self.name = connect, name
+        self.raw = connect()
+
+    def ready(self, *, in_transaction: bool = False) -> psycopg.Connection:
+        if self.raw.closed or self.raw.broken:
+            if in_transaction:
+                raise StoreError(f"{self.name}: the connection was lost; the transaction was rolled back")
+            with suppress(psycopg.Error):
+                self.raw.close()
+            self.raw = self._connect()
+        return self.raw
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
-        return self.raw.execute(_pg(sql), tuple(params) or None)
+        raw = self.ready(in_transaction=self.raw.info.transaction_status != pq.TransactionStatus.IDLE)
+        try:
+            return raw.execute(_pg(sql), tuple(params) or None)
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"{self.name}: {_reason(exc)}; try again") from None
 
     def executemany(self, sql: str, rows: Any) -> psycopg.Cursor:
         cur = self.raw.cursor()
-        cur.executemany(_pg(sql), list(rows))
+        try:
+            cur.executemany(_pg(sql), list(rows))
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"{self.name}: {_reason(exc)}; try again") from None
         return cur
+
+
+def _reason(exc: psycopg.Error) -> str:
+    """The server's one-line message (never the statement's parameters, never the URL)."""
+    diag = getattr(exc, "diag", None)
+    primary = diag.message_primary if diag is not None else None
+    return primary or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 def _failure(exc: psycopg.Error) -> bool:
@@ -244,24 +271,21 @@ class PostgresStore(Store):
         params = conninfo.conninfo_to_dict(url)
         self.path = f"PostgreSQL database {params.get('dbname', '?')}"
         self.on_begin = None
-        self.conn = _Connection(self._connect())
+        self.conn = _Connection(self._connect, self.path)
         try:
             self._migrate()
         except psycopg.Error as exc:
             self.close()
-            raise StoreError(f"{self.path}: {self._reason(exc)}") from None
+            raise StoreError(f"{self.path}: {_reason(exc)}") from None
+        except BaseException:
+            self.close()
+            raise
 
     def _connect(self) -> psycopg.Connection:
         try:
             return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise StoreError(f"{self.path}: cannot connect ({self._reason(exc)})") from None
-
-    @staticmethod
-    def _reason(exc: psycopg.Error) -> str:
-        diag = getattr(exc, "diag", None)
-        primary = diag.message_primary if diag is not None else None
-        return primary or str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StoreError(f"{self.path}: cannot connect ({_reason(exc)})") from None
 
     def close(self) -> None:
         with suppress(psycopg.Error):
@@ -312,14 +336,11 @@ class PostgresStore(Store):
         StoreError (retry the request); a rule the database enforces stays a
         ``psycopg.IntegrityError``.
         """
-        if self.conn.raw.closed or self.conn.raw.broken:
-            self.close()
-            self.conn = _Connection(self._connect())
         try:
-            self.conn.raw.execute("BEGIN")
+            self.conn.ready().execute("BEGIN")
         except psycopg.Error as exc:
             self.close()
-            raise StoreError(f"{self.path}: {self._reason(exc)}; try again") from None
+            raise StoreError(f"{self.path}: {_reason(exc)}; try again") from None
         try:
             if self.on_begin is not None:
                 self.on_begin()
@@ -329,7 +350,7 @@ class PostgresStore(Store):
             self._rollback()
             if not _failure(exc):
                 raise
-            raise StoreError(f"{self.path}: {self._reason(exc)}; the transaction was rolled back") from None
+            raise StoreError(f"{self.path}: {_reason(exc)}; the transaction was rolled back") from None
         except BaseException:
             self._rollback()
             raise
@@ -422,13 +443,13 @@ class PostgresStore(Store):
                 try:
                     self.conn.execute("SELECT bt_index_check(to_regclass(?)::oid, true)", (name,))
                 except psycopg.DatabaseError as exc:
-                    problems.append(f"index {name}: {self._reason(exc)}")
+                    problems.append(f"index {name}: {_reason(exc)}")
             for table in self.schema():
                 for (msg,) in self.conn.execute("SELECT msg FROM verify_heapam(to_regclass(?)::oid)", (table,)):
                     problems.append(f"table {table}: {msg}")
             return problems or ["ok"]
         except psycopg.Error as exc:
-            return [f"the check could not run: {self._reason(exc)}"]
+            return [f"the check could not run: {_reason(exc)}"]
 
     # -- backup and restore ----------------------------------------------------------------
 
@@ -488,7 +509,7 @@ class PostgresStore(Store):
             capture_output=True,
             env=self._env(),
         )  # fmt: skip
-        self.conn = _Connection(self._connect())
+        self.conn = _Connection(self._connect, self.path)
         if run.returncode != 0:
             raise StoreError(f"restore: pg_restore refused {source}; nothing was changed")
         self._migrate()

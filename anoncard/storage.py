@@ -31,9 +31,10 @@ They are correct under concurrent writers on both backends:
   transaction locks at most one card) rolls back and reaches the caller as a StoreError
   to retry, like a busy SQLite database.
 
-Choosing the backend: ``ANONCARD_DATABASE_URL`` (``postgresql://...``) or a line
-``database = "postgresql://..."`` in the home's ``database.toml``; otherwise the SQLite file
-in the home. The key ring is a file of the home on every server host, never in the database.
+Choosing the backend: a line ``database = "postgresql://..."`` in the home's
+``database.toml`` (a home that names its database keeps it), else ``ANONCARD_DATABASE_URL``
+(``postgresql://...``), else the SQLite file in the home. The key ring is a file of the
+home on every server host, never in the database.
 """
 
 from __future__ import annotations
@@ -196,21 +197,24 @@ class Storage(Protocol):
 
 
 def database_url(home: Path) -> str | None:
-    """The PostgreSQL URL this home uses, or None for the home's SQLite file.
+    """The PostgreSQL URL this home uses (its ``database.toml``, else ``ANONCARD_DATABASE_URL``),
+    or None for the home's SQLite file.
 
     Raises:
         StoreError: ``database.toml`` is unreadable or names something other than a
             ``postgresql://`` URL (the value is never echoed: it may hold a password).
     """
-    url = os.environ.get(DATABASE_URL_ENV) or None
+    url = None
     path = Path(home) / DATABASE_FILE
-    if url is None and path.exists():
+    if path.exists():
         try:
             url = tomllib.loads(path.read_text(encoding="utf-8")).get("database")
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             raise StoreError(f"{DATABASE_FILE}: cannot be read as TOML") from None
         if not isinstance(url, str):
             raise StoreError(f"{DATABASE_FILE}: field 'database' must be a postgresql:// URL string")
+    else:
+        url = os.environ.get(DATABASE_URL_ENV) or None
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
         raise StoreError(f"field 'database': must be a postgresql:// URL ({DATABASE_URL_ENV} or {DATABASE_FILE})")
     return url

@@ -956,7 +956,7 @@ class Store:
             " FROM history h1 JOIN history h2 ON h2.card_id = h1.card_id AND h2.day = h1.day"
             "  AND h2.category != h1.category"
             " JOIN category_stats s ON s.category = h1.category"
-            " GROUP BY h1.category, h2.category"
+            " GROUP BY h1.category, h2.category, s.baskets"
         )
         categories = self.conn.execute("SELECT count(*) FROM category_stats").fetchone()[0]
         pairs = self.conn.execute("SELECT count(*) FROM category_pairs").fetchone()[0]

@@ -10,7 +10,9 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from anoncard.cards import ALPHABET
+from anoncard.storage import database_url
 from cli.main import main
+from tests.pg_cluster import copy_database, give_own_database
 
 DB_NAME = "anoncard.db"
 KEYRING_NAME = "keyring.json"
@@ -28,6 +30,7 @@ def ok(result: Result) -> Result:
 
 
 def make_home(home: Path) -> Path:
+    give_own_database(home)
     ok(cli(home, "init"))
     return home
 
@@ -42,11 +45,49 @@ def issue(home: Path, count: int = 1) -> list[str]:
 def copy_home(template: Path, dest: Path) -> Path:
     """A private copy of a prepared home (modes kept, so the key ring stays 0600)."""
     shutil.copytree(template, dest)
+    copy_database(template, dest)
     return dest
 
 
+def execute(home: Path, sqlite_sql: str, pg_sql: str | None = None) -> list[tuple]:
+    """Run statements on the home's database behind anoncard's back (as an intruder or a
+    damaged disk would), in its dialect: ``pg_sql`` on PostgreSQL when the two differ.
+    The rows of the last statement, if it returns any."""
+    url = database_url(home)
+    if url is None:
+        conn = sqlite3.connect(home / DB_NAME)
+        try:
+            rows: list[tuple] = []
+            for statement in filter(str.strip, sqlite_sql.split(";")):
+                rows = conn.execute(statement).fetchall()
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(url) as pg:
+        cur = pg.execute(pg_sql or sqlite_sql)
+        return cur.fetchall() if cur.description else []
+
+
 def dump(home: Path) -> list[str]:
-    """The database's full logical content (schema and rows) as SQL text."""
+    """The database's full logical content (schema and rows) as SQL text (on PostgreSQL: every
+    table's name, columns and rows, in order)."""
+    url = database_url(home)
+    if url is not None:
+        import psycopg
+
+        with psycopg.connect(url) as pg:
+            tables = [t for (t,) in pg.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+                " ORDER BY table_name")]  # fmt: skip
+            out = []
+            for t in tables:
+                cur = pg.execute(f'SELECT * FROM "{t}" ORDER BY 1')
+                out.append(f"{t} {[c.name for c in cur.description]}")
+                out += [repr(r) for r in cur.fetchall()]
+            return out
     conn = sqlite3.connect(home / DB_NAME)
     try:
         return list(conn.iterdump())
@@ -60,7 +101,7 @@ def snapshot(home: Path) -> tuple[dict[str, bytes], list[str]]:
     The bytes are read before the dump, so the dump's own connection cannot hide a change.
     """
     files = {p.name: p.read_bytes() for p in sorted(home.iterdir()) if p.is_file()}
-    assert DB_NAME in files and KEYRING_NAME in files
+    assert KEYRING_NAME in files and (DB_NAME in files or database_url(home) is not None)
     return files, dump(home)
 
 
@@ -68,7 +109,7 @@ def assert_unchanged(home: Path, before: tuple[dict[str, bytes], list[str]]) -> 
     files_before, dump_before = before
     files_after, dump_after = snapshot(home)
     assert dump_after == dump_before, "the database's logical content changed"
-    assert files_after[DB_NAME] == files_before[DB_NAME], "the main database file's bytes changed"
+    assert files_after.get(DB_NAME) == files_before.get(DB_NAME), "the main database file's bytes changed"
     assert files_after == files_before, "a file in the home changed"
 
 

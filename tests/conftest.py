@@ -54,17 +54,22 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.config.getoption("--backend")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def pg_cluster(backend: str):
-    """The run's own PostgreSQL cluster (started on first use, removed at the end)."""
-    from tests.pg_cluster import Cluster
+    """On PostgreSQL: the run's own cluster (started first, removed at the end)."""
+    if backend != "postgres":
+        yield None
+        return
+    from tests import pg_cluster
 
-    cluster = Cluster()
+    cluster = pg_cluster.Cluster()
     try:
         cluster.init()
         cluster.make_template()
+        pg_cluster.ACTIVE = cluster
         yield cluster
     finally:
+        pg_cluster.ACTIVE = None
         cluster.remove()
 
 

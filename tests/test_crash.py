@@ -185,6 +185,7 @@ RING_RUNS = 30 if STRESS else 6
 RING_CHURN = """
 import sys
 from anoncard.keyring import KeyRing
+from tests.pg_cluster import give_own_database
 path = sys.argv[1]
 for i in range(100_000):
     ring = KeyRing.load(path)

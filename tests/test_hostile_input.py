@@ -20,6 +20,7 @@ from anoncard import AnonCardError, Service, init_home
 from anoncard.cards import generate
 from cli.main import MAX_INPUT_BYTES, main
 from tests.conftest import DAY, fixed_clock
+from tests.pg_cluster import give_own_database
 
 STRESS = os.environ.get("ANONCARD_STRESS") == "1"
 EXAMPLES = 300 if STRESS else 40
@@ -42,6 +43,7 @@ def digest(home: Path) -> str:
 
 def make_home(path: Path) -> tuple[Path, str]:
     """A home with one card that has bought something; the WAL folded into the database."""
+    give_own_database(path)
     init_home(path, today=DAY)
     with Service.open(path, clock=fixed_clock) as svc:
         code = svc.issue_cards({"count": 1})[0].code

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from anoncard import AnonCardError, Service, cards, init_home
 from cli.main import main
 from tests.conftest import DAY, fixed_clock
+from tests.pg_cluster import give_own_database
 
 HOSTILE = [
     # payment card numbers
@@ -59,6 +60,7 @@ def digest(home: Path) -> str:
 
 
 def make_home(path: Path) -> tuple[Path, str]:
+    give_own_database(path)
     init_home(path, today=DAY)
     with Service.open(path, clock=fixed_clock) as svc:
         code = svc.issue_cards({"count": 1})[0].code
