@@ -190,6 +190,20 @@ def init_home(home: Path, *, today: date | None = None) -> list[str]:
     return created
 
 
+def migrate_home(home: Path) -> dict:
+    """Open the home's database, which applies every migration it lacks; what it is now.
+
+    Raises:
+        StoreError: the database cannot be opened, or its schema is newer than this anoncard.
+    """
+    store = open_storage(Path(home), DB_NAME)
+    try:
+        backend = "postgresql" if database_url(Path(home)) is not None else "sqlite"
+        return {"database": store.describe(), "backend": backend, "schema_version": store.schema_version()}
+    finally:
+        store.close()
+
+
 def _refuse_new_ring(home: Path, ring_path: Path) -> None:
     store = open_storage(home, DB_NAME)
     try:

@@ -384,6 +384,10 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
+    def schema_version(self) -> int:
+        """The highest migration applied (SQLite's ``user_version``)."""
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
     def describe(self) -> str:
         """The database, for messages: the file's path."""
         return self.path

@@ -65,7 +65,7 @@ def make_home(path: Path) -> tuple[Path, str]:
     with Service.open(path, clock=fixed_clock) as svc:
         code = svc.issue_cards({"count": 1})[0].code
         svc.checkout({"card": code, "txn": "t1", "lines": [{"category": "dairy", "amount": "3.49"}]})
-        svc.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        svc.store.checkpoint()
     return path, code
 
 

@@ -5,6 +5,7 @@ half applied. (The whole suite also runs on PostgreSQL; these are what only it h
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -189,3 +190,11 @@ def test_sigkill_of_postgres_under_load_loses_no_acknowledged_checkout(shop, dat
             " FROM txns t JOIN ledger l ON l.txn_id = t.id"
         ):
             assert after == running, card_id  # every receipt's balance is the ledger's, in order
+
+
+def test_anoncard_migrate_reports_the_schema_of_either_backend(home, database):
+    from tests.cli_helpers import cli, ok
+
+    out = json.loads(ok(cli(home, "migrate", "--json")).stdout)
+    assert out == {"database": out["database"], "backend": "postgresql", "schema_version": PG_SCHEMA_VERSION}
+    assert "postgresql://" not in out["database"]  # the URL (and any password in it) is not shown

@@ -35,7 +35,7 @@ def shop(home):
     svc = Service.open(home, clock=fixed_clock, synchronous="NORMAL")
     (card,) = svc.issue_cards({"count": 1})
     svc.checkout({"card": card.code, "txn": "t0", "lines": basket(("dairy", "3.49"))})
-    svc.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    svc.store.checkpoint()
     yield svc, card.code
     svc.close()
 
@@ -159,7 +159,7 @@ def test_a_sensitive_line_earns_points_but_no_card_row_names_it(home, shop):
     assert conn.execute("SELECT count(*) FROM history WHERE category LIKE 'preg%'").fetchone()[0] == 0
     (lines,) = conn.execute("SELECT lines FROM txns WHERE id = (SELECT max(id) FROM txns)").fetchone()
     assert lines == f'[["{PRIVATE_LABEL}",999,100,0,0],["dairy",2000,100,0,0]]'
-    svc.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    svc.store.checkpoint()
     # store-wide, by week, with no card
     assert conn.execute("SELECT * FROM category_weeks").fetchall() == [("2015-03-02", "pregnancy tests", 999, 1)]
     assert svc.store.schema()["category_weeks"] == ["week", "category", "spend_cents", "baskets"]
