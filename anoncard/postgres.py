@@ -103,7 +103,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS coupons (
     id BYTEA NOT NULL, card_id BIGINT NOT NULL REFERENCES cards (id), category TEXT NOT NULL, kind TEXT NOT NULL,
     value INTEGER NOT NULL, issued_day TEXT NOT NULL, expires_day TEXT NOT NULL, redeemed_txn BIGINT, sealed BYTEA,
-    PRIMARY KEY (card_id, id), FOREIGN KEY (card_id, redeemed_txn) REFERENCES txns (card_id, id)
+    seq BIGINT GENERATED ALWAYS AS IDENTITY, PRIMARY KEY (card_id, id), FOREIGN KEY (card_id, redeemed_txn) REFERENCES txns (card_id, id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS coupons_digest ON coupons (id);
 CREATE INDEX IF NOT EXISTS coupons_card_issued ON coupons (card_id, issued_day);
@@ -273,8 +273,8 @@ def tool(name: str) -> str:
 class PostgresStore(Store):
     """One PostgreSQL database. Use :meth:`transaction` around every write."""
 
-    # the order coupons were issued in: there is no rowid; the issue day, then the digest
-    _COUPON_ORDER = "id"
+    # the order coupons were issued in (there is no rowid)
+    _COUPON_ORDER = "seq"
 
     def __init__(self, url: str) -> None:  # noqa: D107 - Store's __init__ opens SQLite, not this
         self.url = url

@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import psycopg
 from click.testing import CliRunner, Result
 
 from anoncard.cards import ALPHABET
@@ -15,6 +16,8 @@ from cli.main import main
 from tests.pg_cluster import copy_database, give_own_database
 
 DB_NAME = "anoncard.db"
+# what a rule the database enforces (constraint, trigger) raises, on either backend
+RULE_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
 KEYRING_NAME = "keyring.json"
 
 
@@ -64,8 +67,6 @@ def execute(home: Path, sqlite_sql: str, pg_sql: str | None = None) -> list[tupl
             return rows
         finally:
             conn.close()
-    import psycopg
-
     with psycopg.connect(url) as pg:
         cur = pg.execute(pg_sql or sqlite_sql)
         return cur.fetchall() if cur.description else []
@@ -76,8 +77,6 @@ def dump(home: Path) -> list[str]:
     table's name, columns and rows, in order)."""
     url = database_url(home)
     if url is not None:
-        import psycopg
-
         with psycopg.connect(url) as pg:
             tables = [t for (t,) in pg.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"

@@ -35,6 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    os.environ["ANONCARD_TEST_BACKEND"] = config.getoption("--backend")  # for module-level sizes
     config.addinivalue_line("markers", "sqlite_only(reason): a test of SQLite's own files or behaviour")
     config.addinivalue_line("markers", "postgres_only: a test of the PostgreSQL backend's own behaviour")
 
