@@ -74,7 +74,7 @@ def execute(home: Path, sqlite_sql: str, pg_sql: str | None = None) -> list[tupl
 
 def dump(home: Path) -> list[str]:
     """The database's full logical content (schema and rows) as SQL text (on PostgreSQL: every
-    table's name, columns and rows, in order)."""
+    table's name, columns and rows in order, bytes in hex as SQLite's dump writes them)."""
     url = database_url(home)
     if url is not None:
         with psycopg.connect(url) as pg:
@@ -85,7 +85,7 @@ def dump(home: Path) -> list[str]:
             for t in tables:
                 cur = pg.execute(f'SELECT * FROM "{t}" ORDER BY 1')
                 out.append(f"{t} {[c.name for c in cur.description]}")
-                out += [repr(r) for r in cur.fetchall()]
+                out += [repr(tuple(v.hex() if isinstance(v, bytes) else v for v in r)) for r in cur.fetchall()]
             return out
     conn = sqlite3.connect(home / DB_NAME)
     try:
