@@ -103,7 +103,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS coupons (
     id BYTEA NOT NULL, card_id BIGINT NOT NULL REFERENCES cards (id), category TEXT NOT NULL, kind TEXT NOT NULL,
     value INTEGER NOT NULL, issued_day TEXT NOT NULL, expires_day TEXT NOT NULL, redeemed_txn BIGINT, sealed BYTEA,
-    seq BIGINT GENERATED ALWAYS AS IDENTITY, PRIMARY KEY (card_id, id), FOREIGN KEY (card_id, redeemed_txn) REFERENCES txns (card_id, id)
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    PRIMARY KEY (card_id, id), FOREIGN KEY (card_id, redeemed_txn) REFERENCES txns (card_id, id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS coupons_digest ON coupons (id);
 CREATE INDEX IF NOT EXISTS coupons_card_issued ON coupons (card_id, issued_day);
