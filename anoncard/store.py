@@ -23,6 +23,15 @@ can never be updated, and can be deleted only when their card's key version is
 retired (the purge that makes inactive profiles fade); a card's key version only
 moves forward. All tables are STRICT.
 
+Shared with PostgreSQL (``anoncard/postgres.py`` inherits these methods and runs the same
+statement text, ``?`` written as ``%s``): the card, document, ledger, history, visit,
+coupon, terminal, event, retention and statistics statements (upserts name the target
+table in their ``DO UPDATE`` so both dialects read them alike; a new document is inserted
+with ``ON CONFLICT (ref) DO NOTHING RETURNING id``). Kept apart: DDL, triggers and
+migrations, PRAGMAs, transactions and locks, schema introspection, the integrity check,
+backup, restore and checkpoint. A new method in portable SQL needs no second copy. The
+concurrency contract both keep is in ``anoncard/storage.py``.
+
 Schema creation and migrations use sqlite-utils, imported only when a migration
 runs; the per-request hot path is plain sqlite3 with ``BEGIN IMMEDIATE`` write
 transactions, WAL and a busy timeout.
