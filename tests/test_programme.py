@@ -58,7 +58,7 @@ def test_a_programme_change_is_recorded_in_the_event_log(home):
 
     with Service.open(home) as svc:
         first = svc.store.events("programme_changed")
-        assert [json.loads(e[3])["old"] for e in first] == [None]
+        assert [json.loads(e.detail)["old"] for e in first] == [None]
     path = home / "programme.toml"
     path.write_text(path.read_text().replace('points_per_euro = "1"', 'points_per_euro = "2"'))
     with Service.open(home) as svc:
