@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/anoncard demo
 
+# the whole suite on each backend: SQLite, then PostgreSQL (a throwaway cluster the run starts)
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --backend sqlite
+	$(BIN)/python -m pytest --backend postgres
 	$(BIN)/ruff check anoncard cli tests benchmarks
 
 $(BENCH_STAMP): pyproject.toml | $(BIN)/python

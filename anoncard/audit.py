@@ -35,6 +35,7 @@ from .errors import PolicyViolation, StoreError
 from .keyring import stale_copies
 from .policy import _CATEGORY, _NAME, Policy
 from .service import DB_NAME, KEYRING_NAME, POLICY_NAME, Service, event_payload
+from .storage import database_url
 from .store import integrity_problems
 from .vocabulary import PRIVATE_LABEL
 
@@ -154,8 +155,11 @@ def run(home: Path, *, today: date | None = None, progress: Callable[[str], None
     except (StoreError, sqlite3.DatabaseError) as exc:
         today = today or date.today()
         checks = [_not_run(key, fn, exc) for key, fn in zip(_KEYS, fns[:7], strict=False)]
-        problems = integrity_problems(home / DB_NAME)
-        checks.append(Check("h", _INTEGRITY, False, f"{len(problems)} problems", problems))
+        if database_url(home) is None:
+            problems, title = integrity_problems(home / DB_NAME), _INTEGRITY
+        else:
+            problems, title = [exc.message if isinstance(exc, StoreError) else str(exc)], "PostgreSQL integrity check"
+        checks.append(Check("h", title, False, f"{len(problems)} problems", problems))
         checks.append(_not_run("i", _privacy_budget, exc))
         fingerprint = Policy.load(home / POLICY_NAME).fingerprint
         return Report(str(home), today.isoformat(), fingerprint, checks)
@@ -378,7 +382,8 @@ def _keys(svc: Service, home: Path, today: date) -> Check:
 def _event_chain(svc: Service, home: Path, today: date) -> Check:
     previous, expected_id, broken = bytes(32), 1, []
     events = svc.store.events()
-    for event_id, at, kind, detail, mac in events:
+    for e in events:
+        event_id, at, kind, detail, mac = e.id, e.at, e.kind, e.detail, e.mac
         if event_id != expected_id:
             broken.append(f"event {expected_id} is missing (next is {event_id})")
         if svc.ring.event_mac(previous, event_payload(event_id, at, kind, detail)) != mac:
@@ -393,14 +398,14 @@ _INTEGRITY = "SQLite integrity check"
 def _integrity(svc: Service, home: Path, today: date) -> Check:
     result = svc.store.integrity_check()
     ok = result == ["ok"]
-    return Check("h", _INTEGRITY, ok, "ok" if ok else f"{len(result)} problems", [] if ok else result)
+    return Check("h", svc.store.INTEGRITY_CHECK, ok, "ok" if ok else f"{len(result)} problems", [] if ok else result)
 
 
 def _privacy_budget(svc: Service, home: Path, today: date) -> Check:
     """(i) Releases recorded within the budget declared, and each one's noise replayed."""
     title = "insights releases stay within the privacy budget"
     events = svc.store.events(insights.RELEASE_EVENT)
-    releases = [(event_id, json.loads(detail)) for event_id, _at, _kind, detail, _mac in events]
+    releases = [(e.id, json.loads(e.detail)) for e in events]
     if not releases:
         return Check("i", title, True, "no releases recorded", [])
     problems: list[str] = []

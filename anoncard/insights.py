@@ -39,7 +39,7 @@ from datetime import date, timedelta
 
 from .errors import InsightsRefused
 from .policy import PERIODS, InsightsRules
-from .store import CouponUse, SpendRow, VisitRow
+from .storage import CouponUse, SpendRow, VisitRow
 
 ALPHA = 0.05  # intervals are 95 %
 QUANTILE = 0.99  # bounds at the 99th percentile of what cards give (less truncation bias than the 95th)

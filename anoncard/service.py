@@ -70,7 +70,7 @@ from .money import format_cents
 from .policy import Policy, default_text
 from .programme import DEFAULT_TOML, Programme
 from .recovery import RecoveryCode
-from .store import Card, CouponRow, Document, Store
+from .storage import Card, CouponRow, Document, Storage, database_url, open_storage
 from .vocabulary import PRIVATE_LABEL
 
 DB_NAME, KEYRING_NAME, PROGRAMME_NAME, POLICY_NAME = "anoncard.db", "keyring.json", "programme.toml", "policy.toml"
@@ -187,24 +187,39 @@ def init_home(home: Path, *, today: date | None = None) -> list[str]:
     created = []
     ring_path = home / KEYRING_NAME
     db_path = home / DB_NAME
+    url = database_url(home)
     if not ring_path.exists():
-        if db_path.exists():
-            _refuse_new_ring(db_path, ring_path)
+        if url is not None or db_path.exists():
+            _refuse_new_ring(home, ring_path)
         KeyRing.create((today or date.today()).isoformat()).save(ring_path)
         created.append(KEYRING_NAME)
     for name, text in ((PROGRAMME_NAME, DEFAULT_TOML), (POLICY_NAME, default_text())):
         if not (home / name).exists():
             (home / name).write_text(text, encoding="utf-8")
             created.append(name)
-    if not db_path.exists():
+    if url is None and not db_path.exists():
         created.append(DB_NAME)
     with Service.open(home) as svc:
         svc.prepare()
     return created
 
 
-def _refuse_new_ring(db_path: Path, ring_path: Path) -> None:
-    store = Store(db_path)
+def migrate_home(home: Path) -> dict:
+    """Open the home's database, which applies every migration it lacks; what it is now.
+
+    Raises:
+        StoreError: the database cannot be opened, or its schema is newer than this anoncard.
+    """
+    store = open_storage(Path(home), DB_NAME)
+    try:
+        backend = "postgresql" if database_url(Path(home)) is not None else "sqlite"
+        return {"database": store.describe(), "backend": backend, "schema_version": store.schema_version()}
+    finally:
+        store.close()
+
+
+def _refuse_new_ring(home: Path, ring_path: Path) -> None:
+    store = open_storage(home, DB_NAME)
     try:
         used = bool(store.key_states()) or bool(store.events())
         cards = store.count_cards()
@@ -212,8 +227,8 @@ def _refuse_new_ring(db_path: Path, ring_path: Path) -> None:
         store.close()
     if used:
         raise KeyRingError(
-            f"key ring: {ring_path} is missing but {db_path} already holds {cards} cards and an event log made "
-            f"with a key ring; restore {ring_path.name} from its export ('anoncard keys export') - a new key "
+            f"key ring: {ring_path} is missing but {store.describe()} already holds {cards} cards and an event log "
+            f"made with a key ring; restore {ring_path.name} from its export ('anoncard keys export') - a new key "
             "ring would make every card unknown"
         )
 
@@ -228,7 +243,7 @@ class Service:
 
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         ring: KeyRing,
         programme: Programme,
         policy: Policy | None = None,
@@ -273,7 +288,7 @@ class Service:
         ring = KeyRing.load(ring_path)
         programme = Programme.load(home / PROGRAMME_NAME)
         policy = Policy.load(home / POLICY_NAME)
-        store = Store(home / DB_NAME, synchronous=synchronous)
+        store = open_storage(home, DB_NAME, synchronous=synchronous)
         try:
             return cls(store, ring, programme, policy, ring_path=ring_path, clock=clock, check_policy=check_policy)
         except BaseException:
@@ -315,7 +330,7 @@ class Service:
     def _record(self, kind: str, detail: dict) -> None:
         """Append an operator event to the hash-chained log (inside a transaction)."""
         last = self.store.last_event()
-        event_id, previous = (1, bytes(32)) if last is None else (last[0] + 1, last[1])
+        event_id, previous = (1, bytes(32)) if last is None else (last.id + 1, last.mac)
         at = self.clock().isoformat(timespec="seconds")
         body = json.dumps(detail, sort_keys=True, separators=(",", ":"))
         mac = self.ring.event_mac(previous, event_payload(event_id, at, kind, body))
@@ -324,7 +339,7 @@ class Service:
     def recorded_policy(self) -> str | None:
         """Fingerprint of the policy last applied, as the event log records it."""
         applied = self.store.events("policy_applied")
-        return json.loads(applied[-1][3])["new"] if applied else None
+        return json.loads(applied[-1].detail)["new"] if applied else None
 
     def _startup_records(self) -> None:
         """Inside this process's first write transaction: record the policy in force if the log
@@ -334,7 +349,7 @@ class Service:
         if self.recorded_policy() is None:
             self._record("policy_applied", {"old": None, "new": self.policy.fingerprint})
         changes = self.store.events("programme_changed")
-        last = json.loads(changes[-1][3])["new"] if changes else None
+        last = json.loads(changes[-1].detail)["new"] if changes else None
         if last != self.programme.fingerprint:
             self._record("programme_changed", {"old": last, "new": self.programme.fingerprint})
 
@@ -591,7 +606,7 @@ class Service:
                 row = self.store.find_coupon(digest)
                 if row is None:
                     raise CouponError("field 'coupons': this coupon was not issued by this store", field="coupons")
-                if row[0] != card.id:
+                if row.card_id != card.id:
                     raise CouponError("field 'coupons': this coupon was issued to another card", field="coupons")
             balance = card.balance + points
             txn_id = self.store.add_document(
@@ -613,7 +628,8 @@ class Service:
                 used = [
                     _coupon_line(cat, kind, value, *coupon_codes.benefit(
                         coupon_codes.Coupon(b"", 0, date.min, kind, value, b"", cat), _category_cents(doc, cat)))
-                    for cat, kind, value in self.store.coupons_of_document(doc.id)
+                    for cat, kind, value in ((u.category, u.kind, u.value)
+                                             for u in self.store.coupons_of_document(doc.id))
                 ]  # fmt: skip
                 return self._receipt(
                     "checkout", rec.txn, doc, replayed=True, relinked=relinked, gift=doc.item,
@@ -686,6 +702,7 @@ class Service:
             orig = self.store.find_document(self.ring.reference("checkout", rec.txn))
             if orig is None:
                 raise LedgerError("field 'txn': no checkout with this transaction id", field="txn")
+            self.store.lock_card(orig.card_id)  # before reading what earlier refunds returned
             orig_rows = json.loads(orig.lines)
             orig_lines = [(r[0], r[1]) for r in orig_rows]
             prior = self.store.children(orig.id)
@@ -891,7 +908,7 @@ class Service:
         from . import insights
 
         events = self.store.events(insights.RELEASE_EVENT)
-        recorded = [(event_id, json.loads(detail)) for event_id, _a, _k, detail, _m in events]
+        recorded = [(e.id, json.loads(e.detail)) for e in events]
         problems = insights.budget_problems(recorded, rules, planned)
         if problems:
             raise InsightsRefused(f"insights: the privacy budget is spent: {problems[0]}; nothing was released")

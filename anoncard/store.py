@@ -23,6 +23,15 @@ can never be updated, and can be deleted only when their card's key version is
 retired (the purge that makes inactive profiles fade); a card's key version only
 moves forward. All tables are STRICT.
 
+Shared with PostgreSQL (``anoncard/postgres.py`` inherits these methods and runs the same
+statement text, ``?`` written as ``%s``): the card, document, ledger, history, visit,
+coupon, terminal, event, retention and statistics statements (upserts name the target
+table in their ``DO UPDATE`` so both dialects read them alike; a new document is inserted
+with ``ON CONFLICT (ref) DO NOTHING RETURNING id``). Kept apart: DDL, triggers and
+migrations, PRAGMAs, transactions and locks, schema introspection, the integrity check,
+backup, restore and checkpoint. A new method in portable SQL needs no second copy. The
+concurrency contract both keep is in ``anoncard/storage.py``.
+
 Schema creation and migrations use sqlite-utils, imported only when a migration
 runs; the per-request hot path is plain sqlite3 with ``BEGIN IMMEDIATE`` write
 transactions, WAL and a busy timeout.
@@ -35,11 +44,25 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 from . import files
 from .errors import StoreError
+from .storage import (
+    Card,
+    CouponRow,
+    CouponUse,
+    Document,
+    DocumentCoupon,
+    Event,
+    FoundCoupon,
+    SpendRow,
+    TerminalRow,
+    VisitRow,
+)
+
+__all__ = ["Card", "CouponRow", "Document", "Store", "integrity_problems"]
 
 _LOCK_RETRIES = 4
 
@@ -404,46 +427,6 @@ def integrity_problems(path: str | Path) -> list[str]:
     return [] if result == ["ok"] else result
 
 
-@dataclass(frozen=True, slots=True)
-class Card:
-    id: int
-    key_version: int
-    balance: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """A stored till document (checkout, refund or redemption) with its ledger points."""
-
-    id: int
-    kind: str
-    card_id: int
-    parent_id: int | None
-    day: str
-    content: bytes
-    lines: str
-    spend_cents: int
-    discount_cents: int
-    item: str | None
-    balance_after: int
-    points: int
-
-
-@dataclass(frozen=True, slots=True)
-class CouponRow:
-    """A stored coupon. ``digest`` is the keyed digest of the printed id; ``sealed`` the id
-    masked under a key of the ring (for a reprint)."""
-
-    digest: bytes
-    category: str
-    kind: str
-    value: int
-    issued_day: str
-    expires_day: str
-    redeemed_txn: int | None
-    sealed: bytes | None
-
-
 # Every table that holds rows of one card, with the column that names it: what a card
 # holder's export shows and what an erasure deletes (children before parents).
 CARD_TABLES: tuple[tuple[str, str], ...] = (
@@ -461,34 +444,6 @@ _CARD_ORDER = {
     "coupons": "issued_day, id", "recovery": "card_id", "ledger": "id", "txns": "id",
     "history": "day, category", "visits": "day", "affinity": "category", "cards": "id",
 }  # fmt: skip
-@dataclass(frozen=True, slots=True)
-class SpendRow:
-    """One card's spend in one category on one day (a row of ``history``), for insights."""
-
-    card_id: int
-    day: str
-    category: str
-    spend_cents: int
-    baskets: int
-
-
-@dataclass(frozen=True, slots=True)
-class VisitRow:
-    """One card's visits and spend on one day (a row of ``visits``), for insights."""
-
-    card_id: int
-    day: str
-    visits: int
-    spend_cents: int
-
-
-@dataclass(frozen=True, slots=True)
-class CouponUse:
-    """One coupon printed for a card: when, and whether a document used it, for insights."""
-
-    card_id: int
-    issued_day: str
-    redeemed: bool
 
 
 _DOC_COLUMNS = (
@@ -499,6 +454,12 @@ _DOC_COLUMNS = (
 
 class Store:
     """One SQLite database. Use :meth:`transaction` around every write."""
+
+    # the order coupons were issued in (SQLite's rowid)
+    _COUPON_ORDER = "rowid"
+    # columns that only keep an order, not shown in a card holder's export
+    _ORDER_COLUMNS: frozenset[str] = frozenset()
+    INTEGRITY_CHECK = "SQLite integrity check"
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_000) -> None:
         if synchronous not in ("FULL", "NORMAL"):
@@ -519,6 +480,14 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    def schema_version(self) -> int:
+        """The highest migration applied (SQLite's ``user_version``)."""
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def describe(self) -> str:
+        """The database, for messages: the file's path."""
+        return self.path
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -704,7 +673,8 @@ class Store:
         """Move the key generation on, to above ``at_least`` too; returns the new value. Changes of
         key states move it by themselves (triggers); a restore, which replaces the content whole,
         calls this with the generation from before, so every process sees that the states moved."""
-        self.conn.execute("UPDATE generations SET keys = max(keys, ?) + 1 WHERE id = 1", (at_least,))
+        self.conn.execute("UPDATE generations SET keys = CASE WHEN keys > ? THEN keys ELSE ? END + 1 WHERE id = 1",
+            (at_least, at_least),)
         return self.key_generation()
 
     def stats_generation(self) -> int:
@@ -712,7 +682,8 @@ class Store:
         return self.conn.execute("SELECT stats FROM generations WHERE id = 1").fetchone()[0]
 
     def bump_stats_generation(self, at_least: int = 0) -> None:
-        self.conn.execute("UPDATE generations SET stats = max(stats, ?) + 1 WHERE id = 1", (at_least,))
+        self.conn.execute("UPDATE generations SET stats = CASE WHEN stats > ? THEN stats ELSE ? END + 1 WHERE id = 1",
+            (at_least, at_least),)
 
     def key_states(self) -> dict[int, str]:
         return dict(self.conn.execute("SELECT version, state FROM key_versions"))
@@ -792,7 +763,9 @@ class Store:
                 f"SELECT * FROM {table} WHERE {column} = ? ORDER BY {_CARD_ORDER[table]}", (card_id,)
             )
             names = [d[0] for d in cur.description]
-            out[table] = [dict(zip(names, row, strict=True)) for row in cur]
+            out[table] = [
+                {n: v for n, v in zip(names, row, strict=True) if n not in self._ORDER_COLUMNS} for row in cur
+            ]
         return out
 
     @contextmanager
@@ -842,15 +815,19 @@ class Store:
         )
         return cur.rowcount == 1
 
-    def terminals(self) -> list[tuple[str, str, str, str | None]]:
-        """``(name, role, created_day, revoked_day)`` of every terminal, by name."""
-        return self.conn.execute("SELECT name, role, created_day, revoked_day FROM terminals ORDER BY name").fetchall()
+    def terminals(self) -> list[TerminalRow]:
+        """Every terminal, by name."""
+        rows = self.conn.execute(
+            "SELECT name, role, digest, created_day, revoked_day FROM terminals ORDER BY name"
+        ).fetchall()
+        return [TerminalRow(*r) for r in rows]
 
-    def find_terminal(self, digest: bytes) -> tuple[str, str, bytes, str | None] | None:
-        """``(name, role, digest, revoked_day)`` of the terminal whose key has this digest."""
-        return self.conn.execute(
-            "SELECT name, role, digest, revoked_day FROM terminals WHERE digest = ?", (digest,)
+    def find_terminal(self, digest: bytes) -> TerminalRow | None:
+        """The terminal whose key has this digest."""
+        row = self.conn.execute(
+            "SELECT name, role, digest, created_day, revoked_day FROM terminals WHERE digest = ?", (digest,)
         ).fetchone()
+        return None if row is None else TerminalRow(*row)
 
     def revoke_terminal(self, name: str, day: str) -> bool:
         """Revoke a terminal's key; False when there is no such terminal or it is revoked already."""
@@ -877,6 +854,10 @@ class Store:
         )
         return [Document(*r) for r in rows]
 
+    def lock_card(self, card_id: int) -> None:
+        """Hold the card's row for this transaction: SQLite's write transaction holds the whole
+        database already (``BEGIN IMMEDIATE``)."""
+
     def balance(self, card_id: int) -> int:
         return self.conn.execute(
             "SELECT coalesce(sum(points), 0) FROM ledger WHERE card_id = ?", (card_id,)
@@ -900,21 +881,17 @@ class Store:
     ) -> int | None:
         """Insert a document and its ledger entry (the caller holds the transaction); returns its
         id, or None when a document with this reference exists (a retry, or a reuse)."""
-        try:
-            cur = self.conn.execute(
-                "INSERT INTO txns (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents,"
-                " item, balance_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents, item, balance_after),
-            )
-        except sqlite3.IntegrityError as exc:
-            if "txns.ref" in str(exc):
-                return None
-            raise
+        row = self.conn.execute(
+            "INSERT INTO txns (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents,"
+            " item, balance_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO NOTHING RETURNING id",
+            (ref, kind, card_id, parent_id, day, content, lines, spend_cents, discount_cents, item, balance_after),
+        ).fetchone()
+        if row is None:
+            return None
         self.conn.execute(
-            "INSERT INTO ledger (card_id, txn_id, points, day) VALUES (?, ?, ?, ?)",
-            (card_id, cur.lastrowid, points, day),
+            "INSERT INTO ledger (card_id, txn_id, points, day) VALUES (?, ?, ?, ?)", (card_id, row[0], points, day)
         )
-        return cur.lastrowid
+        return row[0]
 
     def recent_documents(self, card_id: int, limit: int = 10) -> list[Document]:
         rows = self.conn.execute(
@@ -935,13 +912,13 @@ class Store:
         self.conn.executemany(
             "INSERT INTO history (card_id, day, category, spend_cents, baskets) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT(card_id, day, category) DO UPDATE SET"
-            " spend_cents = spend_cents + excluded.spend_cents, baskets = baskets + excluded.baskets",
+            " spend_cents = history.spend_cents + excluded.spend_cents, baskets = history.baskets + excluded.baskets",
             [(card_id, day, c, cents, n) for c, cents in spend.items()],
         )
         self.conn.execute(
             "INSERT INTO visits (card_id, day, visits, spend_cents) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(card_id, day) DO UPDATE SET"
-            " visits = visits + excluded.visits, spend_cents = spend_cents + excluded.spend_cents",
+            " visits = visits.visits + excluded.visits, spend_cents = visits.spend_cents + excluded.spend_cents",
             (card_id, day, n, sum(spend.values())),
         )
 
@@ -950,7 +927,7 @@ class Store:
         self.conn.executemany(
             "INSERT INTO category_weeks (week, category, spend_cents, baskets) VALUES (?, ?, ?, 1)"
             " ON CONFLICT(week, category) DO UPDATE SET"
-            " spend_cents = spend_cents + excluded.spend_cents, baskets = baskets + 1",
+            " spend_cents = category_weeks.spend_cents + excluded.spend_cents, baskets = category_weeks.baskets + 1",
             [(week, c, cents) for c, cents in spend.items()],
         )
 
@@ -1023,7 +1000,7 @@ class Store:
             " SELECT card_id, category, sum(spend_cents), sum(baskets) FROM history WHERE day < ?"
             " GROUP BY card_id, category"
             " ON CONFLICT(card_id, category) DO UPDATE SET"
-            " spend_cents = spend_cents + excluded.spend_cents, baskets = baskets + excluded.baskets",
+            " spend_cents = affinity.spend_cents + excluded.spend_cents, baskets = affinity.baskets + excluded.baskets",
             (cutoff,),
         )
         history = self.conn.execute("DELETE FROM history WHERE day < ?", (cutoff,)).rowcount
@@ -1032,21 +1009,24 @@ class Store:
 
     # -- event log ---------------------------------------------------------------------
 
-    def last_event(self) -> tuple[int, bytes] | None:
-        return self.conn.execute("SELECT id, mac FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    def last_event(self) -> Event | None:
+        row = self.conn.execute("SELECT id, at, kind, detail, mac FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else Event(*row)
 
     def add_event(self, event_id: int, at: str, kind: str, detail: str, mac: bytes) -> None:
         self.conn.execute(
             "INSERT INTO events (id, at, kind, detail, mac) VALUES (?, ?, ?, ?, ?)", (event_id, at, kind, detail, mac)
         )
 
-    def events(self, kind: str | None = None) -> list[tuple[int, str, str, str, bytes]]:
-        """``(id, at, kind, detail, mac)`` in order, optionally of one kind."""
+    def events(self, kind: str | None = None) -> list[Event]:
+        """The events in order, optionally of one kind."""
         if kind is None:
-            return self.conn.execute("SELECT id, at, kind, detail, mac FROM events ORDER BY id").fetchall()
-        return self.conn.execute(
-            "SELECT id, at, kind, detail, mac FROM events WHERE kind = ? ORDER BY id", (kind,)
-        ).fetchall()
+            rows = self.conn.execute("SELECT id, at, kind, detail, mac FROM events ORDER BY id").fetchall()
+        else:
+            rows = self.conn.execute(
+                "SELECT id, at, kind, detail, mac FROM events WHERE kind = ? ORDER BY id", (kind,)
+            ).fetchall()
+        return [Event(*r) for r in rows]
 
     # -- insights: per-card rows that only the differentially private release reads ------
 
@@ -1138,7 +1118,7 @@ class Store:
         """A card's coupons issued since a day, oldest first."""
         rows = self.conn.execute(
             "SELECT id, category, kind, value, issued_day, expires_day, redeemed_txn, sealed FROM coupons"
-            " WHERE card_id = ? AND issued_day >= ? ORDER BY issued_day, rowid",
+            f" WHERE card_id = ? AND issued_day >= ? ORDER BY issued_day, {self._COUPON_ORDER}",
             (card_id, since),
         )
         return [CouponRow(*r) for r in rows]
@@ -1151,13 +1131,13 @@ class Store:
             rows,
         )
 
-    def find_coupon(self, digest: bytes) -> tuple | None:
-        """``(card_id, category, kind, value, expires_day, redeemed_txn)`` of a recorded coupon,
-        by the keyed digest of its id."""
-        return self.conn.execute(
+    def find_coupon(self, digest: bytes) -> FoundCoupon | None:
+        """A recorded coupon, by the keyed digest of its id."""
+        row = self.conn.execute(
             "SELECT card_id, category, kind, value, expires_day, redeemed_txn FROM coupons WHERE id = ?",
             (digest,),
         ).fetchone()
+        return None if row is None else FoundCoupon(*row)
 
     def redeem_coupon(self, digest: bytes, txn_id: int) -> bool:
         """Mark a coupon used by a document; False if it was used already (atomic)."""
@@ -1166,10 +1146,11 @@ class Store:
         )
         return cur.rowcount == 1
 
-    def coupons_of_document(self, txn_id: int) -> list[tuple]:
-        return self.conn.execute(
-            "SELECT category, kind, value FROM coupons WHERE redeemed_txn = ? ORDER BY rowid", (txn_id,)
-        ).fetchall()
+    def coupons_of_document(self, txn_id: int) -> list[DocumentCoupon]:
+        rows = self.conn.execute(
+            f"SELECT category, kind, value FROM coupons WHERE redeemed_txn = ? ORDER BY {self._COUPON_ORDER}", (txn_id,)
+        )
+        return [DocumentCoupon(*r) for r in rows]
 
     def refresh_category_stats(self, recent_days: int = 14) -> dict[str, int]:
         """Recompute store-wide, card-free aggregates: category popularity (over the history
@@ -1182,7 +1163,7 @@ class Store:
         if total == 0:
             return {"baskets": 0, "categories": 0, "pairs": 0}
         (latest,) = self.conn.execute("SELECT max(day) FROM visits").fetchone()
-        since = self.conn.execute("SELECT date(?, ?)", (latest, f"-{recent_days} days")).fetchone()[0]
+        since = (date.fromisoformat(latest) - timedelta(days=recent_days)).isoformat()
         recent_total = self.conn.execute("SELECT sum(visits) FROM visits WHERE day > ?", (since,)).fetchone()[0]
         self.conn.execute(
             "INSERT INTO category_stats (category, baskets, share_ppm, recent_ppm)"
@@ -1197,7 +1178,7 @@ class Store:
             " FROM history h1 JOIN history h2 ON h2.card_id = h1.card_id AND h2.day = h1.day"
             "  AND h2.category != h1.category"
             " JOIN category_stats s ON s.category = h1.category"
-            " GROUP BY h1.category, h2.category"
+            " GROUP BY h1.category, h2.category, s.baskets"
         )
         categories = self.conn.execute("SELECT count(*) FROM category_stats").fetchone()[0]
         pairs = self.conn.execute("SELECT count(*) FROM category_pairs").fetchone()[0]

@@ -104,7 +104,7 @@ class Terminals:
         return Terminal(name, role, day), text
 
     def list(self) -> list[Terminal]:
-        return [Terminal(*row) for row in self.svc.store.terminals()]
+        return [Terminal(t.name, t.role, t.created_day, t.revoked_day) for t in self.svc.store.terminals()]
 
     def revoke(self, name: object) -> Terminal:
         """Revoke a terminal's key at once.
@@ -133,6 +133,6 @@ class Terminals:
         if raw is not None:
             digest = self.svc.ring.terminal_digest(raw)
             row = self.svc.store.find_terminal(digest)
-            if row is not None and hmac.compare_digest(row[2], digest) and row[3] is None:
-                return Terminal(row[0], row[1], "", None)
+            if row is not None and hmac.compare_digest(row.digest, digest) and row.revoked_day is None:
+                return Terminal(row.name, row.role, "", None)
         raise Unauthenticated("authorization: a valid terminal key is required (Authorization: Bearer ak1_...)")

@@ -17,7 +17,7 @@ import click
 
 from anoncard import protocol
 from anoncard.errors import AnonCardError, PolicyViolation
-from anoncard.service import Service, init_home
+from anoncard.service import Service, init_home, migrate_home
 
 MAX_INPUT_BYTES = protocol.MAX_REQUEST_BYTES
 
@@ -683,6 +683,22 @@ def backup(obj, as_json, dest):
     with _open(obj) as svc:
         info = svc.backup(dest)
     _print(as_json, {"backup": str(dest), **info}, f"backup written: {dest} ({info['bytes']} bytes)")
+
+
+@command(main, "migrate")
+def migrate(obj, as_json):
+    """Bring the home's database to this anoncard's schema (the numbered migrations of its dialect).
+
+    Opening a home migrates it as well; run this once after an upgrade, before the store
+    servers start, so that they find the schema ready. On PostgreSQL the migrations run in
+    one transaction under a lock, so servers starting at once wait rather than race.
+
+    \b
+    Example:
+      ANONCARD_DATABASE_URL=postgresql://anoncard@db.internal/chain anoncard migrate
+    """
+    info = migrate_home(obj["home"])
+    _print(as_json, info, f"{info['database']}: schema version {info['schema_version']} ({info['backend']})")
 
 
 @command(main, "restore")

@@ -8,23 +8,31 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import psycopg
 from click.testing import CliRunner, Result
 
 from anoncard.cards import ALPHABET
+from anoncard.storage import database_url
 from cli.main import main
+from tests.pg_cluster import copy_database, give_own_database
 
 DB_NAME = "anoncard.db"
+# what a rule the database enforces (constraint, trigger) raises, on either backend
+RULE_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
 KEYRING_NAME = "keyring.json"
 
 
 def db_files(home: Path) -> bytes:
-    """The bytes of the database and its WAL, as a thief of the disk would read them."""
+    """The bytes of the database and its WAL, as a thief of the disk would read them (on
+    PostgreSQL, whose files are the server's: the database's logical content)."""
+    if database_url(home) is not None:
+        return "\n".join(dump(home)).encode()
     return b"".join((home / n).read_bytes() for n in (DB_NAME, f"{DB_NAME}-wal") if (home / n).exists())
 
 
 def db_digest(home: Path) -> str:
-    """A digest of the database and its WAL: equal before and after means nothing was stored (a WAL
-    file that a new connection creates empty counts as no WAL)."""
+    """A digest of the database: equal before and after means nothing was stored (a WAL file
+    that a new connection creates empty counts as no WAL)."""
     return hashlib.sha256(db_files(home)).hexdigest()
 
 
@@ -40,6 +48,7 @@ def ok(result: Result) -> Result:
 
 
 def make_home(home: Path) -> Path:
+    give_own_database(home)
     ok(cli(home, "init"))
     return home
 
@@ -54,11 +63,45 @@ def issue(home: Path, count: int = 1) -> list[str]:
 def copy_home(template: Path, dest: Path) -> Path:
     """A private copy of a prepared home (modes kept, so the key ring stays 0600)."""
     shutil.copytree(template, dest)
+    copy_database(template, dest)
     return dest
 
 
+def execute(home: Path, sqlite_sql: str, pg_sql: str | None = None) -> list[tuple]:
+    """Run statements on the home's database behind anoncard's back (as an intruder or a
+    damaged disk would), in its dialect: ``pg_sql`` on PostgreSQL when the two differ.
+    The rows of the last statement, if it returns any."""
+    url = database_url(home)
+    if url is None:
+        conn = sqlite3.connect(home / DB_NAME)
+        try:
+            rows: list[tuple] = []
+            for statement in filter(str.strip, sqlite_sql.split(";")):
+                rows = conn.execute(statement).fetchall()
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+    with psycopg.connect(url) as pg:
+        cur = pg.execute(pg_sql or sqlite_sql)
+        return cur.fetchall() if cur.description else []
+
+
 def dump(home: Path) -> list[str]:
-    """The database's full logical content (schema and rows) as SQL text."""
+    """The database's full logical content (schema and rows) as SQL text (on PostgreSQL: every
+    table's name, columns and rows in order, bytes in hex as SQLite's dump writes them)."""
+    url = database_url(home)
+    if url is not None:
+        with psycopg.connect(url) as pg:
+            tables = [t for (t,) in pg.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+                " ORDER BY table_name")]  # fmt: skip
+            out = []
+            for t in tables:
+                cur = pg.execute(f'SELECT * FROM "{t}" ORDER BY 1')
+                out.append(f"{t} {[c.name for c in cur.description]}")
+                out += [repr(tuple(v.hex() if isinstance(v, bytes) else v for v in r)) for r in cur.fetchall()]
+            return out
     conn = sqlite3.connect(home / DB_NAME)
     try:
         return list(conn.iterdump())
@@ -72,7 +115,7 @@ def snapshot(home: Path) -> tuple[dict[str, bytes], list[str]]:
     The bytes are read before the dump, so the dump's own connection cannot hide a change.
     """
     files = {p.name: p.read_bytes() for p in sorted(home.iterdir()) if p.is_file()}
-    assert DB_NAME in files and KEYRING_NAME in files
+    assert KEYRING_NAME in files and (DB_NAME in files or database_url(home) is not None)
     return files, dump(home)
 
 
@@ -80,7 +123,7 @@ def assert_unchanged(home: Path, before: tuple[dict[str, bytes], list[str]]) -> 
     files_before, dump_before = before
     files_after, dump_after = snapshot(home)
     assert dump_after == dump_before, "the database's logical content changed"
-    assert files_after[DB_NAME] == files_before[DB_NAME], "the main database file's bytes changed"
+    assert files_after.get(DB_NAME) == files_before.get(DB_NAME), "the main database file's bytes changed"
     assert files_after == files_before, "a file in the home changed"
 
 
@@ -121,6 +164,7 @@ def home_with_a_customer(path: Path) -> tuple[Path, str]:
     from anoncard import Service, init_home
     from tests.conftest import DAY, fixed_clock
 
+    give_own_database(path)
     init_home(path, today=DAY)
     with Service.open(path, clock=fixed_clock) as svc:
         code = svc.issue_cards({"count": 1})[0].code

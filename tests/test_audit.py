@@ -5,21 +5,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 
 import pytest
 
 from anoncard import Service, audit, demo, init_home
 from anoncard.keyring import KeyRing
+from anoncard.storage import database_url
+from tests.cli_helpers import dump, execute
 from tests.conftest import clock_at, fixed_clock
+from tests.pg_cluster import copy_database, give_own_database
 
 TODAY = fixed_clock().date()
+PG_UNGUARD_EVENTS = "ALTER TABLE events DISABLE TRIGGER events_append_only"
 
 
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("demo") / "home"
+    give_own_database(home)
     init_home(home)
     with Service.open(home, clock=fixed_clock, synchronous="NORMAL") as svc:
         demo.run(svc, cards=40, checkouts=300)
@@ -30,6 +34,7 @@ def demo_home(tmp_path_factory):
 def copy(demo_home, tmp_path):
     target = tmp_path / "home"
     shutil.copytree(demo_home, target)
+    copy_database(demo_home, target)
     return target
 
 
@@ -45,27 +50,26 @@ def test_demo_home_passes(demo_home):
 
 def test_an_undeclared_column_fails_the_schema_check(copy):
     sql = "ALTER TABLE cards ADD COLUMN customer_name TEXT;"
-    if shutil.which("sqlite3"):
+    if shutil.which("sqlite3") and database_url(copy) is None:
         subprocess.run(["sqlite3", str(copy / "anoncard.db"), sql], check=True)
-    else:  # the same statement through Python's sqlite3
-        sqlite3.connect(copy / "anoncard.db").executescript(sql)
+    else:  # the same statement through Python's sqlite3, or on PostgreSQL
+        execute(copy, sql)
     report = audit.run(copy, today=TODAY)
     assert not report.passed
     assert failed(report) == {"b": ["column cards.customer_name is not declared in the policy"]}
 
 
 def test_an_undeclared_table_fails(copy):
-    sqlite3.connect(copy / "anoncard.db").executescript("CREATE TABLE loyalty_profiles (id INTEGER, email TEXT);")
+    execute(copy, "CREATE TABLE loyalty_profiles (id INTEGER, email TEXT)")
     assert failed(audit.run(copy, today=TODAY)) == {"b": ["table loyalty_profiles is not declared in the policy"]}
 
 
 def test_an_email_written_behind_the_gate_fails_the_pii_check(copy):
-    conn = sqlite3.connect(copy / "anoncard.db")
-    conn.execute(
+    execute(
+        copy,
         "UPDATE history SET category = 'erika@example.de'"
-        " WHERE (card_id, day, category) = (SELECT card_id, day, category FROM history LIMIT 1)"
+        " WHERE (card_id, day, category) = (SELECT card_id, day, category FROM history LIMIT 1)",
     )
-    conn.commit()
     problems = failed(audit.run(copy, today=TODAY))
     assert "c" in problems
     assert problems["c"] == ["history.category: a stored value looks like email address"]
@@ -74,20 +78,16 @@ def test_an_email_written_behind_the_gate_fails_the_pii_check(copy):
 
 
 def test_an_edited_past_event_breaks_the_chain(copy):
-    conn = sqlite3.connect(copy / "anoncard.db")
-    conn.execute("DROP TRIGGER events_no_update")
-    conn.execute("""UPDATE events SET detail = '{"primary":7}' WHERE kind = 'key_rotated'""")
-    conn.commit()
+    edit = """UPDATE events SET detail = '{"primary":7}' WHERE kind = 'key_rotated'"""
+    execute(copy, f"DROP TRIGGER events_no_update; {edit}", f"{PG_UNGUARD_EVENTS}; {edit}")
     problems = failed(audit.run(copy, today=TODAY))
     assert list(problems) == ["g"]
     assert "(key_rotated) does not match its chain link" in problems["g"][0]
 
 
 def test_a_deleted_event_is_noticed(copy):
-    conn = sqlite3.connect(copy / "anoncard.db")
-    conn.execute("DROP TRIGGER events_no_delete")
-    conn.execute("DELETE FROM events WHERE id = 1")
-    conn.commit()
+    delete = "DELETE FROM events WHERE id = 1"
+    execute(copy, f"DROP TRIGGER events_no_delete; {delete}", f"{PG_UNGUARD_EVENTS}; {delete}")
     problems = failed(audit.run(copy, today=TODAY))
     assert "event 1 is missing" in problems["g"][0]
 
@@ -97,10 +97,8 @@ def test_tokens_left_under_a_retired_key_fail(copy):
     ring = KeyRing.load(copy / "keyring.json")
     ring.retire(1)
     ring.save(copy / "keyring.json")
-    conn = sqlite3.connect(copy / "anoncard.db")
-    conn.execute("UPDATE key_versions SET state = 'retired' WHERE version = 1")
-    conn.commit()
-    left = conn.execute("SELECT count(*) FROM cards WHERE key_version = 1").fetchone()[0]
+    execute(copy, "UPDATE key_versions SET state = 'retired' WHERE version = 1")
+    ((left,),) = execute(copy, "SELECT count(*) FROM cards WHERE key_version = 1")
     assert left > 0
     problems = failed(audit.run(copy, today=TODAY))
     assert problems == {"f": [f"{left} cards still linked under retired key v1"]}
@@ -143,9 +141,10 @@ def test_reports_render(demo_home):
 
 
 def test_audit_never_writes(demo_home):
-    before = (demo_home / "anoncard.db").read_bytes()
+    sqlite = database_url(demo_home) is None
+    before = (demo_home / "anoncard.db").read_bytes() if sqlite else dump(demo_home)
     audit.run(demo_home, today=TODAY)
-    assert (demo_home / "anoncard.db").read_bytes() == before
+    assert ((demo_home / "anoncard.db").read_bytes() if sqlite else dump(demo_home)) == before
 
 
 def test_a_key_ring_copy_left_by_an_interrupted_write_fails(copy):

@@ -20,6 +20,13 @@ from tests.cli_helpers import db_digest as digest
 from tests.conftest import basket, fixed_clock
 from tests.test_crash import consistency_problems
 
+pytestmark = pytest.mark.sqlite_only(
+    reason=(
+    "the backups are SQLite files (page damage, truncation, the online backup API); "
+    "PostgreSQL's pg_dump backups are in test_postgres.py"
+    )
+)
+
 STRESS = os.environ.get("ANONCARD_STRESS") == "1"
 BACKUPS = 6 if STRESS else 3  # taken under load
 STEP = 150 if STRESS else 40  # checkouts the writers make between two backups

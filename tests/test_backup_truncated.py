@@ -10,6 +10,12 @@ from anoncard import Service
 from anoncard.errors import StoreError
 from tests.conftest import basket, fixed_clock
 
+pytestmark = pytest.mark.sqlite_only(
+    reason=(
+    "a SQLite backup file cut short of a page"
+    )
+)
+
 
 def test_a_backup_cut_short_of_a_whole_page_is_refused(home, tmp_path):
     with Service.open(home, clock=fixed_clock) as svc:

@@ -29,6 +29,7 @@ def test_cli_startup_benchmark_runs():
     assert cli_startup.main(["--runs", "1"])["cli_checkout_ms_median"] > 0
 
 
+@pytest.mark.sqlite_only(reason="the scale benchmark builds SQLite files of its own")
 def test_scale_benchmark_runs():
     r = scale.main(["--sizes", "200,400", "--ops", "5"])
     assert [row["cards"] for row in r["rows"]] == [200, 400]

@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from cli.main import main
+from tests.cli_helpers import copy_home, execute
+from tests.pg_cluster import home_database
 
 
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("cli-audit") / "home"
-    result = CliRunner().invoke(main, ["demo", "--into", str(home), "--cards", "30", "--checkouts", "200", "--json"])
+    with home_database(home):
+        args = ["demo", "--into", str(home), "--cards", "30", "--checkouts", "200", "--json"]
+        result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["checkouts"] == 200
     return home
@@ -40,8 +43,8 @@ def test_audit_passes_on_a_demo_home_and_writes_reports(demo_home, tmp_path):
 
 def test_audit_fails_with_its_own_exit_code_and_names_the_check(demo_home, tmp_path):
     home = tmp_path / "broken"
-    shutil.copytree(demo_home, home)
-    sqlite3.connect(home / "anoncard.db").executescript("ALTER TABLE cards ADD COLUMN customer_name TEXT;")
+    copy_home(demo_home, home)
+    execute(home, "ALTER TABLE cards ADD COLUMN customer_name TEXT")
     result = run(home, "audit", "--json")
     assert result.exit_code == 10
     assert "Error: audit failed: b every table and column is declared" in result.stderr
@@ -87,6 +90,7 @@ def _shape(markdown: str) -> list[str]:
     return [re.sub(r"\d+", "N", ln) if ln.startswith(("| c ", "| d ", "| e ")) else ln for ln in lines]
 
 
+@pytest.mark.sqlite_only(reason="the example report is of a SQLite home (its integrity check is SQLite's)")
 def test_the_example_report_in_the_docs_is_what_the_audit_writes_today(demo_home, tmp_path):
     example = (Path(__file__).resolve().parent.parent / "docs" / "audit-example.md").read_text()
     home = tmp_path / "home"

@@ -10,11 +10,13 @@ from click.testing import CliRunner
 
 from anoncard import cards
 from cli.main import main
+from tests.pg_cluster import give_own_database
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     home = tmp_path_factory.mktemp("cli") / "home"
+    give_own_database(home)
     runner = CliRunner()
     assert runner.invoke(main, ["--home", str(home), "init"]).exit_code == 0
     code = runner.invoke(main, ["--home", str(home), "card", "issue"]).output.split()[0]

@@ -6,11 +6,14 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from anoncard import Service
 
 HEAVY = ["sqlite_utils", "qrcode", "png", "pandas", "cryptography", "phonenumbers", "email_validator", "tempfile"]
 
 
+@pytest.mark.sqlite_only(reason="on PostgreSQL the driver (psycopg) is an import a checkout needs")
 def test_one_shot_checkout_imports_nothing_heavy(home):
     with Service.open(home) as svc:
         code = svc.issue_cards({"count": 1})[0].code

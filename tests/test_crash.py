@@ -13,13 +13,23 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from anoncard import KeyRing, Programme, Service, init_home
 from anoncard.keyring import PRIMARY, RETIRED
 from anoncard.money import parse_cents
+from anoncard.postgres import PostgresStore
+from anoncard.storage import database_url
 from tests.conftest import fixed_clock
 from tests.crash_stream import DAY, request
+
+pytestmark = pytest.mark.sqlite_only(
+    reason=(
+    "kills a process writing a SQLite file and checks the file; PostgreSQL's SIGKILL test is in "
+    "test_postgres.py"
+    )
+)
 
 STRESS = os.environ.get("ANONCARD_STRESS") == "1"
 RUNS = 50 if STRESS else 20
@@ -33,19 +43,29 @@ def consistency_problems(db: Path) -> list[str]:
     """Everything that would show a half-applied or inconsistent write (empty when all is well).
 
     No retention purge runs in these tests, so every ledger entry must belong to a document.
+    On PostgreSQL (the home ``db`` is in names its database) the same queries run there; its
+    foreign keys are always enforced, and amcheck stands in for SQLite's integrity check.
     """
-    conn = sqlite3.connect(db)
+    url = database_url(db.parent)
+    conn = sqlite3.connect(db) if url is None else psycopg.connect(url, autocommit=True)
     try:
         problems = []
-        check = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+        if url is None:
+            check = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            fk = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if fk:
+                problems.append(f"foreign_key_check: {fk[:5]}")
+        else:
+            store = PostgresStore(url)
+            check = store.integrity_check()
+            store.close()
         if check != ["ok"]:
             problems.append(f"integrity_check: {check[:5]}")
-        fk = conn.execute("PRAGMA foreign_key_check").fetchall()
-        if fk:
-            problems.append(f"foreign_key_check: {fk[:5]}")
-        not_one = conn.execute(
-            "SELECT t.id, (SELECT count(*) FROM ledger l WHERE l.txn_id = t.id) AS n FROM txns t WHERE n != 1"
-        ).fetchall()
+        not_one = [
+            row
+            for row in conn.execute("SELECT t.id, (SELECT count(*) FROM ledger l WHERE l.txn_id = t.id) FROM txns t")
+            if row[1] != 1
+        ]
         if not_one:
             problems.append(f"documents without exactly one ledger entry (id, entries): {not_one[:5]}")
         stray = conn.execute(
@@ -82,7 +102,7 @@ def consistency_problems(db: Path) -> list[str]:
                 )
                 break
         misused = conn.execute(
-            "SELECT c.rowid FROM coupons c JOIN txns t ON t.id = c.redeemed_txn"
+            "SELECT c.card_id FROM coupons c JOIN txns t ON t.id = c.redeemed_txn"
             " WHERE t.card_id != c.card_id OR t.kind != 'checkout'"
         ).fetchall()
         if misused:
@@ -185,6 +205,7 @@ RING_RUNS = 30 if STRESS else 6
 RING_CHURN = """
 import sys
 from anoncard.keyring import KeyRing
+from tests.pg_cluster import give_own_database
 path = sys.argv[1]
 for i in range(100_000):
     ring = KeyRing.load(path)

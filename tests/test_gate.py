@@ -40,7 +40,7 @@ def store_with_a_card(home):
     svc = Service.open(home, clock=fixed_clock, synchronous="NORMAL")
     (card,) = svc.issue_cards({"count": 1})
     svc.checkout({"card": card.code, "txn": "t0", "lines": basket(("dairy", "3.49"))})
-    svc.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    svc.store.checkpoint()
     yield svc, card.code
     svc.close()
 

@@ -143,7 +143,7 @@ def test_a_release_is_recorded_and_a_second_one_of_the_same_days_is_refused(svc,
     r = svc.insights({"period": "4weeks", "ending": "2015-03-29"})
     assert (r.first, r.last) == (date(2015, 3, 2), date(2015, 3, 29))
     (event,) = svc.store.events(insights.RELEASE_EVENT)
-    detail = json.loads(event[3])
+    detail = json.loads(event.detail)
     assert detail["epsilon"] == pytest.approx(1.0)
     assert {m["name"] for m in detail["measurements"]} >= {"penetration", "sales", "active", "bound categories"}
     assert "figures" not in detail  # the log records what was spent, not what was released
@@ -170,7 +170,7 @@ def test_the_audit_fails_when_the_log_shows_more_spent_than_declared(svc, home):
     svc.insights({"period": "4weeks", "ending": "2015-03-29"})
     (event,) = svc.store.events(insights.RELEASE_EVENT)
     with svc.store.transaction():  # a second release of the same days, past the gate's check
-        svc._record(insights.RELEASE_EVENT, json.loads(event[3]))
+        svc._record(insights.RELEASE_EVENT, json.loads(event.detail))
     (check,) = [c for c in audit.run(home).checks if c.key == "i"]
     assert not check.passed
     assert "more than epsilon 1.0 per period" in check.details[0]
@@ -180,7 +180,7 @@ def test_the_audit_replays_the_noise_and_fails_on_a_scale_that_does_not_match(sv
     on(svc, date(2015, 4, 1))
     svc.insights({"period": "4weeks", "ending": "2015-03-29"})
     (event,) = svc.store.events(insights.RELEASE_EVENT)
-    detail = json.loads(event[3])
+    detail = json.loads(event.detail)
     detail["first_day"], detail["last_day"] = "2015-01-05", "2015-02-01"
     detail["measurements"][-1]["scale"] *= 0.5  # less noise than the epsilon it records
     with svc.store.transaction():

@@ -4,7 +4,6 @@ service and CLI processes that rotate and retire, alone and racing each other.""
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from anoncard import KeyRing, Service
 from anoncard.keyring import PRIMARY, RETIRED
+from tests.cli_helpers import execute
 from tests.conftest import basket, fixed_clock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,12 +81,8 @@ def issue(home: Path, count: int) -> list[str]:
 
 def db_states(home: Path) -> tuple[dict[int, str], dict[int, int]]:
     """Key states and cards per key version, as the database holds them (read by a plain connection)."""
-    conn = sqlite3.connect(home / "anoncard.db")
-    try:
-        states = dict(conn.execute("SELECT version, state FROM key_versions"))
-        cards = dict(conn.execute("SELECT key_version, count(*) FROM cards GROUP BY key_version"))
-    finally:
-        conn.close()
+    states = dict(execute(home, "SELECT version, state FROM key_versions"))
+    cards = dict(execute(home, "SELECT key_version, count(*) FROM cards GROUP BY key_version"))
     return states, cards
 
 

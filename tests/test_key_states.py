@@ -123,6 +123,7 @@ def _as_schema_2(db) -> None:
     conn.close()
 
 
+@pytest.mark.sqlite_only(reason="migrates an older SQLite file")
 def test_a_schema_2_database_and_backup_gain_the_generations_and_follow_key_changes(home, tmp_path):
     from anoncard.store import SCHEMA_VERSION
 

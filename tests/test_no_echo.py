@@ -15,6 +15,7 @@ from anoncard import AnonCardError, Service, init_home, pii
 from anoncard.cards import CardSecret, generate
 from cli.main import main
 from tests.conftest import DAY, fixed_clock
+from tests.pg_cluster import give_own_database
 from tests.test_hostile_values import HOSTILE
 
 WINDOW = 8
@@ -36,6 +37,7 @@ def leaked(secret: str, *outputs: object) -> str | None:
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("no-echo") / "home"
+    give_own_database(home)
     init_home(home, today=DAY)
     with Service.open(home, clock=fixed_clock) as svc:
         code = svc.issue_cards({"count": 1})[0].code

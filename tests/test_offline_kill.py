@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from anoncard import Programme, Service
 from anoncard.client import Backoff, TillClient
+from tests.cli_helpers import execute
 from tests.till_helpers import REPO, ServerProcess, add_till, expected_points, free_port, stream_request
 
 STRESS = os.environ.get("ANONCARD_STRESS") == "1"
@@ -45,11 +45,7 @@ def balances(home: Path, codes: list[str]) -> dict[str, int]:
 
 
 def checkout_documents(home: Path) -> int:
-    conn = sqlite3.connect(home / "anoncard.db")
-    try:
-        return conn.execute("SELECT count(*) FROM txns WHERE kind = 'checkout'").fetchone()[0]
-    finally:
-        conn.close()
+    return execute(home, "SELECT count(*) FROM txns WHERE kind = 'checkout'")[0][0]
 
 
 def test_a_till_killed_between_queueing_and_replay_loses_nothing_and_doubles_nothing(home, tmp_path):

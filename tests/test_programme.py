@@ -58,13 +58,13 @@ def test_a_programme_change_is_recorded_in_the_event_log(home):
 
     with Service.open(home) as svc:
         first = svc.store.events("programme_changed")
-        assert [json.loads(e[3])["old"] for e in first] == [None]
+        assert [json.loads(e.detail)["old"] for e in first] == [None]
     path = home / "programme.toml"
     path.write_text(path.read_text().replace('points_per_euro = "1"', 'points_per_euro = "2"'))
     with Service.open(home) as svc:
         assert len(svc.store.events("programme_changed")) == 1  # opening writes nothing
         svc.prepare()  # the startup step of a process that writes records it
-        changes = [json.loads(e[3]) for e in svc.store.events("programme_changed")]
+        changes = [json.loads(e.detail) for e in svc.store.events("programme_changed")]
         assert len(changes) == 2 and changes[1]["old"] == changes[0]["new"] != changes[1]["new"]
         assert changes[1]["new"] == svc.programme.fingerprint
     with Service.open(home) as svc:  # unchanged: nothing new recorded

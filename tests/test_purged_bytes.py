@@ -14,6 +14,12 @@ from anoncard.policy import Policy
 from anoncard.store import Store
 from tests.conftest import DAY, basket, fixed_clock, on
 
+pytestmark = pytest.mark.sqlite_only(
+    reason=(
+    "SQLite's secure_delete and WAL bytes; what PostgreSQL can promise is in docs/scaling.md"
+    )
+)
+
 
 def file_bytes(home: Path) -> bytes:
     db = home / "anoncard.db"

@@ -76,7 +76,7 @@ def test_purge_is_recorded_and_old_documents_can_no_longer_be_refunded():
     assert svc.balance({"card": card.code}).points == 50
     with pytest.raises(LedgerError, match="no checkout"):
         svc.refund({"txn": "t1"})
-    assert [e[2] for e in svc.store.events()] == ["policy_applied", "programme_changed", "retention_purge"]
+    assert [e.kind for e in svc.store.events()] == ["policy_applied", "programme_changed", "retention_purge"]
 
 
 def test_compaction_is_impossible_outside_a_purge():

@@ -125,7 +125,7 @@ def test_erasure_leaves_no_byte_of_the_card_and_the_audit_passes(home, svc, shop
     assert svc.category_stats().shares.keys() == {"dairy", "coffee"}
     assert svc.store.conn.execute("SELECT card_id, new_card_id FROM erasure").fetchall() == [(None, None)]
     erased = svc.store.events("card_erased")
-    assert [json.loads(e[3]) for e in erased] == [{"points": "forfeited"}]  # that it happened, never which card
+    assert [json.loads(e.detail) for e in erased] == [{"points": "forfeited"}]  # that it happened, never which card
     report = audit.run(home, today=DAY)
     assert report.passed, [c.details for c in report.checks if not c.passed]
 
@@ -142,7 +142,7 @@ def test_erasure_can_redeem_the_points_first_and_refuses_a_reward_beyond_them(sv
     assert svc.store.counts() == before
     done = Holder(svc).erase({"card": mine.card.code, "confirm": True, "reward": "coffee"})
     assert (done.reward, done.points_redeemed, done.points_forfeited) == ("coffee", 150, points - 150)
-    assert [json.loads(e[3]) for e in svc.store.events("card_erased")] == [{"points": "redeemed"}]
+    assert [json.loads(e.detail) for e in svc.store.events("card_erased")] == [{"points": "redeemed"}]
 
 
 @pytest.mark.parametrize("request_", [{"confirm": False}, {"confirm": "yes"}, {}])
@@ -175,7 +175,7 @@ def test_replacement_moves_balance_and_history_and_the_stub_works_once(svc, shop
     again = holder.replace({"recovery": r.issued.recovery.code})  # the new stub works
     assert again.balance == svc.balance({"card": again.issued.card.code}).points
     assert svc.balance({"card": other.card.code}).points > 0
-    assert [json.loads(e[3]) for e in svc.store.events("card_replaced")] == [{"history": True}, {"history": False}]
+    assert [json.loads(e.detail) for e in svc.store.events("card_replaced")] == [{"history": True}, {"history": False}]
 
 
 def test_replacement_without_history_carries_the_balance_and_erases_the_rest(home, svc, shop):

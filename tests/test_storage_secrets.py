@@ -5,8 +5,16 @@ from __future__ import annotations
 import base64
 import sqlite3
 
+import pytest
+
 from anoncard import Service, cards
 from tests.conftest import basket, fixed_clock
+
+pytestmark = pytest.mark.sqlite_only(
+    reason=(
+    "reads the SQLite file and its WAL byte by byte"
+    )
+)
 
 
 def forms(secret: cards.CardSecret) -> list[bytes]:

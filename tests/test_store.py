@@ -12,6 +12,12 @@ from anoncard import Service
 from anoncard.store import SCHEMA_VERSION, Store
 from tests.conftest import basket, fixed_clock
 
+pytestmark = pytest.mark.sqlite_only(
+    reason=(
+    "SQLite's own migrations, file modes and constraints; PostgreSQL's are in test_postgres.py"
+    )
+)
+
 
 def _indexes(db: Path) -> dict[str, str]:
     conn = sqlite3.connect(db)

@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from anoncard import PolicyViolation, ProgrammeError, Service, audit
 from anoncard.demo import CATEGORIES as DEMO_CATEGORIES
 from anoncard.programme import DEFAULT_TOML, Programme
+from anoncard.storage import database_url
 from anoncard.store import SCHEMA_VERSION
 from anoncard.vocabulary import PRIVATE_LABEL, normalise
 from tests.cli_helpers import db_digest as digest
 from tests.cli_helpers import db_files as files
+from tests.cli_helpers import dump
 from tests.conftest import DAY, basket, fixed_clock
 
 SENSITIVE = ["pharmacy", "baby food", "nappies", "pregnancy tests", "kosher", "halal", "condoms & sexual health",
@@ -27,7 +29,7 @@ def shop(home):
     svc = Service.open(home, clock=fixed_clock, synchronous="NORMAL")
     (card,) = svc.issue_cards({"count": 1})
     svc.checkout({"card": card.code, "txn": "t0", "lines": basket(("dairy", "3.49"))})
-    svc.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    svc.store.checkpoint()
     yield svc, card.code
     svc.close()
 
@@ -151,11 +153,14 @@ def test_a_sensitive_line_earns_points_but_no_card_row_names_it(home, shop):
     assert conn.execute("SELECT count(*) FROM history WHERE category LIKE 'preg%'").fetchone()[0] == 0
     (lines,) = conn.execute("SELECT lines FROM txns WHERE id = (SELECT max(id) FROM txns)").fetchone()
     assert lines == f'[["{PRIVATE_LABEL}",999,100,0,0],["dairy",2000,100,0,0]]'
-    svc.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    svc.store.checkpoint()
     # store-wide, by week, with no card
     assert conn.execute("SELECT * FROM category_weeks").fetchall() == [("2015-03-02", "pregnancy tests", 999, 1)]
     assert svc.store.schema()["category_weeks"] == ["week", "category", "spend_cents", "baskets"]
-    assert files(home).count(b"pregnancy tests") == 1  # the weekly total's one row, nothing tied to a card
+    if database_url(home) is None:
+        assert files(home).count(b"pregnancy tests") == 1  # the weekly total's one row, nothing tied to a card
+    else:  # PostgreSQL's files are the server's: its logical content holds the one row
+        assert sum(row.count("pregnancy tests") for row in dump(home)) == 1
 
 
 def test_a_sensitive_line_can_be_refunded_in_part_and_in_full(shop):
@@ -176,7 +181,7 @@ def test_a_sensitive_category_is_never_suggested_even_from_old_history(shop):
     conn = svc.store.conn
     for day in range(1, 25):
         conn.execute("INSERT INTO history VALUES (1, ?, 'baby food', 500, 1)", (f"2015-02-{day:02d}",))
-        conn.execute("INSERT OR IGNORE INTO visits VALUES (1, ?, 1, 500)", (f"2015-02-{day:02d}",))
+        conn.execute("INSERT INTO visits VALUES (1, ?, 1, 500) ON CONFLICT DO NOTHING", (f"2015-02-{day:02d}",))
     svc.refresh_stats()
     coupons = svc.enter({"card": code}).coupons
     assert coupons and all(c.category != "baby food" for c in coupons)
@@ -192,6 +197,7 @@ def test_the_audit_fails_when_a_cards_row_names_a_sensitive_category(home, shop)
     assert check.details == ["history.category: a card's row names a category the programme flags sensitive"]
 
 
+@pytest.mark.sqlite_only(reason="migrates an older SQLite file")
 def test_a_schema_2_database_gains_the_weekly_totals(home, shop):
     svc, code = shop
     svc.close()
