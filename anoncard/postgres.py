@@ -287,6 +287,10 @@ class _Connection:
             self.raw = self._connect()
         return self.raw
 
+    @property
+    def in_transaction(self) -> bool:
+        return not self.raw.closed and self.raw.info.transaction_status != pq.TransactionStatus.IDLE
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
         raw = self.ready(in_transaction=self.raw.info.transaction_status != pq.TransactionStatus.IDLE)
         try:
@@ -333,7 +337,7 @@ class PostgresStore(Store):
 
     # the order coupons were issued in (there is no rowid)
     _COUPON_ORDER = "seq"
-    _ORDER_COLUMNS = frozenset({"seq"})
+    ORDER_COLUMNS = frozenset({"seq"})
 
     def __init__(self, url: str) -> None:  # noqa: D107 - Store's __init__ opens SQLite, not this
         self.url = url

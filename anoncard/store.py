@@ -458,7 +458,7 @@ class Store:
     # the order coupons were issued in (SQLite's rowid)
     _COUPON_ORDER = "rowid"
     # columns that only keep an order, not shown in a card holder's export
-    _ORDER_COLUMNS: frozenset[str] = frozenset()
+    ORDER_COLUMNS: frozenset[str] = frozenset()
     INTEGRITY_CHECK = "SQLite integrity check"
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_000) -> None:
@@ -764,7 +764,7 @@ class Store:
             )
             names = [d[0] for d in cur.description]
             out[table] = [
-                {n: v for n, v in zip(names, row, strict=True) if n not in self._ORDER_COLUMNS} for row in cur
+                {n: v for n, v in zip(names, row, strict=True) if n not in self.ORDER_COLUMNS} for row in cur
             ]
         return out
 

@@ -25,8 +25,9 @@ KEYRING_NAME = "keyring.json"
 def db_files(home: Path) -> bytes:
     """The bytes of the database and its WAL, as a thief of the disk would read them (on
     PostgreSQL, whose files are the server's: the database's logical content)."""
-    if database_url(home) is not None:
-        return "\n".join(dump(home)).encode()
+    url = database_url(home)
+    if url is not None:
+        return _pg_content(url)
     return b"".join((home / n).read_bytes() for n in (DB_NAME, f"{DB_NAME}-wal") if (home / n).exists())
 
 
@@ -85,6 +86,19 @@ def execute(home: Path, sqlite_sql: str, pg_sql: str | None = None) -> list[tupl
     with psycopg.connect(url) as pg:
         cur = pg.execute(pg_sql or sqlite_sql)
         return cur.fetchall() if cur.description else []
+
+
+def _pg_content(url: str) -> bytes:
+    """Every value of every table of a PostgreSQL database, bytes as they are, the rest as text."""
+    out = []
+    with psycopg.connect(url) as pg:
+        tables = [t for (t,) in pg.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            " ORDER BY table_name")]  # fmt: skip
+        for t in tables:
+            for row in pg.execute(f'SELECT * FROM "{t}" ORDER BY 1'):
+                out += [bytes(v) if isinstance(v, bytes | memoryview) else str(v).encode() for v in row]
+    return b"\x00".join(out)
 
 
 def dump(home: Path) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from anoncard import Service, init_home
+from tests.pg_cluster import give_own_database
 
 from .cli_helpers import cli, ok
 
@@ -25,6 +26,7 @@ TODAY = date.today()
 def shop_home(tmp_path_factory) -> Path:
     """A home with four weeks of baskets that ended last Sunday."""
     home = tmp_path_factory.mktemp("insights") / "home"
+    give_own_database(home)
     sunday = TODAY - timedelta(days=TODAY.isoweekday())
     first = sunday - timedelta(days=27)
     init_home(home, today=first)

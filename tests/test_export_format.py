@@ -19,8 +19,9 @@ def _documented_tables() -> dict[str, list[str]]:
 def test_the_document_names_every_table_and_column_of_the_export_in_order(svc):
     (issued,) = svc.issue_cards_with_stubs({"count": 1})
     doc = Holder(svc).export({"card": issued.card.code})
-    schema = svc.store.schema()
-    assert _documented_tables() == {t: schema[t] for t in doc["tables"]}
+    schema = svc.store.schema()  # less what only keeps an order (PostgreSQL's coupon sequence)
+    exported = {t: [c for c in schema[t] if c not in svc.store.ORDER_COLUMNS] for t in doc["tables"]}
+    assert _documented_tables() == exported
     assert set(doc["tables"]) == {t for t, _ in CARD_TABLES}
 
 

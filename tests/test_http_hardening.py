@@ -13,6 +13,7 @@ from anoncard import Service, init_home
 from tests.cli_helpers import db_digest as digest
 from tests.cli_helpers import db_files as files
 from tests.http_helpers import add_terminals, live_server
+from tests.pg_cluster import give_own_database
 from tests.test_hostile_values import HOSTILE
 
 
@@ -27,6 +28,7 @@ def echoes(text: str, value: str, run: int = 8) -> bool:
 def server(tmp_path_factory):
     """One live server over a home with a card that has bought dairy, and a till's key."""
     home = tmp_path_factory.mktemp("http-hardening") / "home"
+    give_own_database(home)
     init_home(home)
     keys = add_terminals(home, till="till", entrance="entrance")
     with Service.open(home) as svc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -13,17 +12,14 @@ from anoncard import Service, audit
 from anoncard.errors import CardError, LedgerError, OutputError, PolicyViolation, UnknownCard
 from anoncard.keyring import KeyRing
 from anoncard.selfservice import FORMAT, Holder
+from anoncard.storage import Storage
 from anoncard.store import CARD_TABLES, SCHEMA_VERSION
+from tests.cli_helpers import RULE_ERRORS, db_files
 from tests.conftest import DAY, basket, fixed_clock, on
 
 # Tables that hold no row of any one card (store-wide, card-free, or about the installation).
 CARD_FREE = {"key_versions", "events", "category_stats", "category_pairs", "category_weeks", "terminals",
              "maintenance", "generations", "erasure"}  # fmt: skip
-
-
-def file_bytes(home: Path) -> bytes:
-    wal = home / "anoncard.db-wal"
-    return (home / "anoncard.db").read_bytes() + (wal.read_bytes() if wal.exists() else b"")
 
 
 @pytest.fixture
@@ -47,12 +43,12 @@ def shop(svc):
     return mine, other
 
 
-def _rows(conn: sqlite3.Connection, table: str, where: str, value: int) -> list[dict]:
-    cur = conn.execute(f"SELECT * FROM {table} WHERE {where} = ?", (value,))
+def _rows(store: Storage, table: str, where: str, value: int) -> list[dict]:
+    cur = store.conn.execute(f"SELECT * FROM {table} WHERE {where} = ?", (value,))
     names = [d[0] for d in cur.description]
     out = []
     for row in cur:
-        r = dict(zip(names, row, strict=True))
+        r = {n: v for n, v in zip(names, row, strict=True) if n not in store.ORDER_COLUMNS}
         out.append({k: v.hex() if isinstance(v, bytes) else json.loads(v) if k == "lines" else v for k, v in r.items()})
     return out
 
@@ -77,13 +73,13 @@ def test_the_export_holds_every_row_the_database_links_to_the_card_and_nothing_o
             assert table not in doc["tables"]
             continue
         assert table in linked, f"{table} holds card rows the export does not know"
-        expected = _rows(svc.store.conn, table, linked[table], mine_id)
+        expected = _rows(svc.store, table, linked[table], mine_id)
         assert sorted(doc["tables"][table], key=json.dumps) == sorted(expected, key=json.dumps), table
     assert all(doc["tables"][t] for t in ("cards", "txns", "ledger", "history", "visits", "affinity", "coupons",
                                           "recovery"))  # fmt: skip
     text = json.dumps(doc)
     for table, column in CARD_TABLES:  # nothing of the other card
-        for row in _rows(svc.store.conn, table, column, other_id):
+        for row in _rows(svc.store, table, column, other_id):
             for key in ("token", "ref", "content", "digest", "sealed"):
                 if key in row:
                     assert row[key] not in text
@@ -111,12 +107,12 @@ def test_erasure_leaves_no_byte_of_the_card_and_the_audit_passes(home, svc, shop
     token = KeyRing.load(home / "keyring.json").primary.token(mine.card)
     ref = svc.ring.reference("checkout", "m1")
     stub = svc.ring.recovery_digest(mine.recovery)
-    data = file_bytes(home)
+    data = db_files(home)
     assert token in data and ref in data and stub in data and b"fish" in data and b"bakery" in data
     done = Holder(svc).erase({"card": mine.card.code, "confirm": True})
     assert (done.reward, done.points_redeemed, done.wal_cleared) == (None, 0, True)
     assert done.points_forfeited > 0
-    data = file_bytes(home)
+    data = db_files(home)
     for needle in (token, ref, stub, b"fish", b"bakery"):  # fish and bakery: only this card bought them
         assert needle not in data
     with pytest.raises(UnknownCard):
@@ -187,7 +183,7 @@ def test_replacement_without_history_carries_the_balance_and_erases_the_rest(hom
     assert doc["balance"] == points == r.balance
     assert [(e["txn_id"], e["points"]) for e in doc["tables"]["ledger"]] == [(None, points)]
     assert all(not doc["tables"][t] for t in ("txns", "history", "visits", "affinity", "coupons"))
-    data = file_bytes(home)
+    data = db_files(home)
     assert token not in data and b"fish" not in data and b"bakery" not in data
     assert audit.run(home, today=DAY).passed
 
@@ -215,18 +211,19 @@ def test_the_erasure_flag_lets_one_card_go_and_no_other(svc, shop):
     mine, other = shop
     store = svc.store
     mine_id, other_id = _card_id(svc, mine.card.code), _card_id(svc, other.card.code)
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"), store.transaction():
+    with pytest.raises(RULE_ERRORS, match="append-only"), store.transaction():
         store.conn.execute("UPDATE ledger SET points = points + 1 WHERE card_id = ?", (mine_id,))
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"), store.transaction():
+    with pytest.raises(RULE_ERRORS, match="append-only"), store.transaction():
         store.conn.execute("UPDATE erasure SET card_id = ? WHERE id = 1", (mine_id,))
         store.conn.execute("DELETE FROM ledger WHERE card_id = ?", (other_id,))  # not the card being erased
-    with pytest.raises(sqlite3.IntegrityError, match="immutable"), store.transaction():
+    with pytest.raises(RULE_ERRORS, match="immutable"), store.transaction():
         store.conn.execute("UPDATE erasure SET card_id = ?, new_card_id = ? WHERE id = 1", (mine_id, other_id))
         store.conn.execute("UPDATE txns SET card_id = ?, spend_cents = 0 WHERE card_id = ?", (other_id, mine_id))
-    with pytest.raises(sqlite3.IntegrityError, match="never deleted"), store.transaction():
+    with pytest.raises(RULE_ERRORS, match="never deleted"), store.transaction():
         store.conn.execute("DELETE FROM erasure")
 
 
+@pytest.mark.sqlite_only(reason="SQLite migration 7 over a schema-6 file; PostgreSQL migration 2 in test_postgres.py")
 def test_a_schema_6_database_migrates_and_its_cards_have_no_stub(home):
     with Service.open(home, clock=fixed_clock) as svc:
         (card,) = svc.issue_cards({"count": 1})
