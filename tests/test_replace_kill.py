@@ -46,10 +46,13 @@ def test_a_replacement_killed_at_any_moment_leaves_the_balance_on_exactly_one_ca
         [sys.executable, str(SCRIPT), str(home), lost.recovery.code, "100000"],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
-    time.sleep(random.Random(run).uniform(0.5, 2.0))  # the first replacements commit, then one is cut short
+    assert child.stdout is not None
+    first = [child.stdout.readline(), child.stdout.readline()]  # the first replacement committed ...
+    assert first[1] == "done\n", first
+    time.sleep(random.Random(run).uniform(0.0, 1.5))  # ... then more, and one is cut short
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate()
-    lines = out.splitlines()
+    lines = "".join(first + [out]).splitlines()
     cards = [lost.card.code] + [ln.split()[1] for ln in lines if ln.startswith("new ")]
     stubs = [lost.recovery.code] + [ln.split()[2] for ln in lines if ln.startswith("new ")]
     if database_url(home) is None:  # (PostgreSQL enforces its foreign keys at every commit)
