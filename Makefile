@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-suggestions stress lint clean
+.PHONY: demo test test-sqlite test-postgres bench bench-suggestions stress lint clean
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
@@ -19,11 +19,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/anoncard demo
 
-# the whole suite on each backend: SQLite, then PostgreSQL (a throwaway cluster the run starts)
+# the whole suite on each backend, side by side on two cores: SQLite, and PostgreSQL (a throwaway
+# cluster the run starts); each pass's output is printed when it ends
 test: $(STAMP)
-	$(BIN)/python -m pytest --backend sqlite
-	$(BIN)/python -m pytest --backend postgres
 	$(BIN)/ruff check anoncard cli tests benchmarks
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
+
+test-sqlite test-postgres: test-%: $(STAMP)
+	$(BIN)/python -m pytest --backend $*
 
 $(BENCH_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,insights,bench]'
