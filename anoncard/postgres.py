@@ -32,7 +32,6 @@ from typing import Any
 import psycopg
 from psycopg import conninfo, pq
 
-from . import files
 from .errors import StoreError
 from .storage import Card
 from .store import Store
@@ -552,38 +551,22 @@ class PostgresStore(Store):
     def _env(self) -> dict[str, str]:
         return dict(os.environ)
 
-    def backup(self, dest: str | Path) -> dict[str, int]:
+    def _copy_into(self, path: str) -> int:
         """A consistent copy with ``pg_dump --format=custom`` (one snapshot, terminals keep
-        writing), written to a private temporary file beside ``dest`` and published as the
-        SQLite backup is: never replacing a file, never following a planted link.
+        writing) into the empty private file ``path``, which :meth:`Store.backup` then makes
+        durable and publishes; its size.
 
         Raises:
-            StoreError: ``dest`` exists, its directory is unsafe, pg_dump is missing or failed.
+            StoreError: pg_dump is missing or failed.
         """
-        dest = Path(dest)
-        with files.Directory(dest.parent, field="dest", error=StoreError) as d:
-            tmp = files.temp_name(dest.name)
-            d.create(tmp, b"", durable=False)
-            try:
-                run = subprocess.run(
-                    [tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(dest.parent / tmp), self.url],
-                    capture_output=True,
-                    env=self._env(),
-                )
-                if run.returncode != 0:
-                    raise StoreError("backup: pg_dump failed; nothing was kept")
-                fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d.fd)
-                try:
-                    os.fsync(fd)
-                    size = os.fstat(fd).st_size
-                finally:
-                    os.close(fd)
-                d.publish(tmp, dest.name)
-            except OSError as exc:
-                raise StoreError(f"backup: the copy could not be written ({exc.strerror}); nothing was kept") from None
-            finally:
-                d.remove(tmp)
-        return {"bytes": size}
+        run = subprocess.run(
+            [tool("pg_dump"), "--format=custom", "--no-owner", "--file", path, self.url],
+            capture_output=True,
+            env=self._env(),
+        )
+        if run.returncode != 0:
+            raise StoreError("backup: pg_dump failed; nothing was kept")
+        return os.path.getsize(path)
 
     def restore_from(self, source: str | Path) -> None:
         """Replace this database's content with a pg_dump backup, in one transaction
