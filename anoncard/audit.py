@@ -325,6 +325,7 @@ def _retention(svc: Service, home: Path, today: date) -> Check:
         ("history", "day"): p.history_days,
         ("visits", "day"): p.history_days,
         ("category_weeks", "week"): p.history_days,
+        ("ghosts", "issued_day"): p.documents_days,
     }
     late = []
     for (table, column), days in limits.items():
