@@ -384,15 +384,17 @@ def calibrate(cards: Mapping[int, CardSpan], rules: InsightsRules, epsilon: floa
     return bounds, measurements
 
 
-def _choose(name: str, data: list[int], candidates: list[int], d_in: int, epsilon: float) -> tuple[int, Measurement]:
+def _choose(
+    name: str, data: list[int], candidates: list[int], d_in: int, epsilon: float, alpha: float = QUANTILE
+) -> tuple[int, Measurement]:
     # the scale that makes this quantile cost ``epsilon`` when one card adds ``d_in`` values
-    scale = 2 * max(QUANTILE, 1 - QUANTILE) * d_in / epsilon
-    measure = _quantile(candidates, QUANTILE, scale)
+    scale = 2 * max(alpha, 1 - alpha) * d_in / epsilon
+    measure = _quantile(candidates, alpha, scale)
     spent = float(measure.map(d_in))
     if spent > epsilon * (1 + 1e-9):
         raise AssertionError(f"calibration of {name} would spend {spent} > {epsilon}")
     clipped = [min(max(v, candidates[0]), candidates[-1]) for v in data] or [candidates[0]]
-    return int(measure(clipped)), Measurement(f"bound {name}", "private quantile", d_in, scale, spent, QUANTILE)
+    return int(measure(clipped)), Measurement(f"bound {name}", "private quantile", d_in, scale, spent, alpha)
 
 
 def release(data: SpanData, categories: list[str], rules: InsightsRules, *, period: str, grouping: str) -> Release:
