@@ -110,13 +110,23 @@ def release(
     grouping: str = "chain",
 ) -> Release:
     """Release the retention curves of the window's cohorts, spending ``rules.cohorts_epsilon``."""
+    months = month_index(last) - month_index(first) + 1
+    sizes, active = counts(first, months, first_visits, visits)
+    return release_counts(first, last, sizes, active, rules, grouping=grouping)
+
+
+def release_counts(
+    first: date, last: date, sizes: list[int], active: list[int], rules: InsightsRules, *, grouping: str = "chain"
+) -> Release:
+    """:func:`release` from the true counts (what :func:`counts` makes of the rows)."""
     budget = rules.budget("cohorts")
     if budget is None:
         raise ValueError("the policy declares no cohorts budget")
     epsilon = budget[0]
     months = month_index(last) - month_index(first) + 1
+    if len(sizes) != months or len(active) != len(cells(months)):
+        raise ValueError("the counts do not have the window's layout")
     bounds = CohortBounds(months)
-    sizes, active = counts(first, months, first_visits, visits)
     sens = bounds.sensitivities()
     measurements, noisy, scales = [], {}, {}
     for name, vector, share in (("cohort sizes", sizes, SIZE_SHARE), ("active", active, 1 - SIZE_SHARE)):
