@@ -10,7 +10,7 @@ triangle (cohort c has M - 1 - c later months), so the layout reveals nothing.
 Sensitivity: a card is in one cohort, so adding or removing its whole history moves the
 vector of sizes by 1 (L1) and the vector of active counts by at most M - 1 (one per later
 month). Discrete Laplace noise (OpenDP) on both; the retention share is the ratio of two
-released counts (post-processing), with an interval that joins their 97.5 % intervals.
+released counts (post-processing), in percent, with an interval that joins their 97.5 % intervals.
 
 The first kept visit is the first one the retention period left: in the window's oldest
 months a cohort can hold cards whose earlier visits were purged.
@@ -19,7 +19,7 @@ months a cohort can hold cards whose earlier visits were purged.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from .errors import InsightsRefused
@@ -144,7 +144,8 @@ def release_counts(
     for i, (c, k) in enumerate(cells(months)):
         label = month_start(start + c).strftime("%Y-%m")
         size = (noisy["cohort sizes"][c], scales["cohort sizes"])
-        figures.append(_ratio(f"retention +{k}", label, (noisy["active"][i], scales["active"]), size, "share"))
+        share = _ratio(f"retention +{k}", label, (noisy["active"][i], scales["active"]), size, "percent")
+        figures.append(replace(share, value=100 * share.value, low=100 * share.low, high=100 * share.high))
     notes = [
         f"cohort: the month of a card's first kept visit, within the {months} months; active: a visit in that month",
         f"a card adds 1 to one cohort's size and at most {months - 1} to the active counts: small cohorts get wide "

@@ -115,7 +115,8 @@ def _arm_chart(figures: list[Figure], title: str, unit: str, scale: float) -> st
 
 
 def _uplift_html(release: Release) -> str:
-    charts = ""
+    visited = [f for f in release.figures if f.name == "spend per card: cards"]
+    charts = _arm_chart(visited, "Cards that visited, by arm (intent to treat)", "cards", 1.0) if visited else ""
     for label, unit, scale in (("purchase rate", "percent", 1.0), ("spend per card", "euros", 100.0)):
         arms = [f for f in release.figures if f.name == label]
         diffs = [f for f in release.figures if f.name == f"uplift of {label}"]
@@ -157,9 +158,9 @@ def _cohorts_chart(release: Release) -> str:
     for i, cohort in enumerate(shown):
         points = sorted(curves[cohort], key=lambda f: int(f.name.split("+")[1]))
         xs = [int(f.name.split("+")[1]) for f in points]
-        ys = [min(f.value, 1.0) * 100 for f in points]
-        lo = [min(f.low, 1.0) * 100 for f in points]
-        hi = [min(f.high, 1.0) * 100 if not math.isinf(f.high) else 100.0 for f in points]
+        ys = [min(f.value, 100.0) for f in points]
+        lo = [min(f.low, 100.0) for f in points]
+        hi = [min(f.high, 100.0) for f in points]  # an unbounded end (a size that may be 0) is drawn at 100 %
         colour = cmap(i / max(len(shown) - 1, 1))
         ax.plot(xs, ys, marker="o", markersize=3, color=colour, label=f"{cohort} ({sizes[cohort].value:,.0f})")
         ax.fill_between(xs, lo, hi, color=colour, alpha=0.12, linewidth=0)

@@ -264,9 +264,10 @@ def _figures(
             est = _estimate(n, total, squares, sc, bounds.rate if metric == "rate" else bounds.spend)  # type: ignore[arg-type]
             estimates[arm] = est
             figures.append(_count(f"{label}: cards", arm, n, scales[f"{metric} n"], "cards"))
-            if est.n >= minimum:
+            bound = bounds.rate if metric == "rate" else bounds.spend
+            if est.n >= minimum:  # a mean of values in [0, bound] lies there: the interval is clipped to it
                 h = Z95 * math.sqrt(est.variance)
-                low, high = (est.mean - h) / per, (est.mean + h) / per
+                low, high = max(est.mean - h, 0.0) / per, min(est.mean + h, bound) / per
                 figures.append(Figure(label, arm, est.mean / per, low, high, None, unit))
         hold = estimates["holdout"]
         for arm in ("targeted", "random"):
@@ -281,7 +282,7 @@ def _figures(
                 continue
             diff = est.mean - hold.mean
             h = Z95 * math.sqrt(est.variance + hold.variance)
-            figures.append(Figure(f"uplift of {label}", f"{arm} - holdout", diff / per, (diff - h) / per,
-                                  (diff + h) / per, None, unit))  # fmt: skip
+            low, high = max(diff - h, -bound) / per, min(diff + h, bound) / per
+            figures.append(Figure(f"uplift of {label}", f"{arm} - holdout", diff / per, low, high, None, unit))
     return figures, refused
 

@@ -112,7 +112,7 @@ def test_the_demo_shows_the_arms_and_the_uplift_and_cohorts_have_charts(tmp_path
     assert summary["coupon uplift"].startswith(("spend per card, targeted - holdout", "not released: the"))
     for page in (demo_home / "uplift.html",):
         text = page.read_text()
-        assert "<svg" in text and "Uplift" in text and "holdout" in text
+        assert "<svg" in text and "Cards that visited, by arm" in text and "holdout" in text
         assert not re.search(r"<script|<link|<img|(src|href)=[\"']?https?:|url\((?!#)", text)
     again = cli(demo_home, "insights", "--report", "uplift")
     assert again.exit_code == 23 and "uplift releases spending more than epsilon 0.5" in again.stderr
