@@ -926,7 +926,6 @@ class Service:
         a, b = first.isoformat(), last.isoformat()
         with self.store.reading():
             self._refuse_past_budget(planned, rules)
-            rotations = [e for e in self.store.events("key_rotated") if a <= e[1][:10] <= b]
             data = uplift.UpliftData(
                 period=number,
                 first=first,
@@ -936,7 +935,7 @@ class Service:
                 ghosts=self.store.ghost_rows(a, b),
                 spend=self.store.spend_rows(a, b),
                 visits=self.store.visit_rows(a, b),
-                rotated=bool(rotations),
+                rotated=self.store.count_events("key_rotated", a, b) > 0,
             )
         result = uplift.release(data, rules, grouping=record.grouping)
         return self._keep_release(planned, rules, result)

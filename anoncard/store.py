@@ -1107,6 +1107,13 @@ class Store:
             "SELECT id, at, kind, detail, mac FROM events WHERE kind = ? ORDER BY id", (kind,)
         ).fetchall()
 
+    def count_events(self, kind: str, first: str, last: str) -> int:
+        """How many events of ``kind`` the log records from day ``first`` to ``last`` (inclusive)."""
+        return self.conn.execute(
+            # "~" sorts after every timestamp of the day ``last``
+            "SELECT count(*) FROM events WHERE kind = ? AND at >= ? AND at < ?", (kind, first, f"{last}~")
+        ).fetchone()[0]
+
     # -- insights: per-card rows that only the differentially private release reads ------
 
     def spend_rows(self, first: str, last: str) -> list[SpendRow]:
