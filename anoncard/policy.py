@@ -610,6 +610,7 @@ class Policy:
             for rule in fields.values():
                 out.append(_row(rule, rule.name))
                 out += [_row(item, f"{rule.name}[].{item.name}") for item in rule.items]
+        out += self._insights_markdown()
         out += ["", "## Storage", ""]
         for table, spec in self.storage.items():
             out += [f"### {table}", "", f"{spec.purpose}. Retention: {spec.retention}.", ""]
@@ -617,6 +618,23 @@ class Policy:
             out += [f"| {c} | {r.type} | {r.purpose} |" for c, r in spec.columns.items()]
             out.append("")
         return "\n".join(out)
+
+
+    def _insights_markdown(self) -> list[str]:
+        """The ``[insights]`` budgets (pure epsilon-DP, privacy unit one card), as an auditor checks them."""
+        r = self.insights
+        if r is None:
+            return ["", "## Insights", "", "No [insights] section: no figure is ever released."]
+        out = ["", "## Insights", "", f"{r.purpose}.", "", "| release | one release | a calendar year |",
+               "|---|---|---|", f"| figures | epsilon {r.epsilon_per_period} | {r.epsilon_per_year} |"]  # fmt: skip
+        if r.uplift_epsilon is not None:
+            out.append(f"| coupon uplift (per period) | epsilon {r.uplift_epsilon} | {r.uplift_epsilon_per_year} |")
+        if r.cohorts_epsilon is not None:
+            out.append(f"| cohort retention | epsilon {r.cohorts_epsilon} | {r.cohorts_epsilon_per_year} |")
+        out += ["", f"A card loses at most epsilon {r.epsilon_per_year_all:g} in a calendar year through all of them."]
+        if r.uplift_purpose is not None:
+            out += ["", f"Coupon arms (targeted, random-category, holdout): {r.uplift_purpose}."]
+        return out
 
 
 def _row(rule: FieldRule, name: str) -> str:

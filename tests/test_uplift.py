@@ -246,3 +246,12 @@ def test_the_policy_declares_the_budgets_in_pairs_and_the_purpose_with_the_uplif
         Policy.from_toml("\n".join(ln for ln in default_text().splitlines() if not ln.startswith("uplift_purpose")))
     rules = Policy.default().insights
     assert rules.epsilon_per_year_all == pytest.approx(13.0 + 6.5 + 1.0)
+
+
+def test_policy_show_names_each_budget_and_the_purpose_of_holding_cards_out():
+    text = Policy.default().to_markdown()
+    assert "| coupon uplift (per period) | epsilon 0.5 | 6.5 |" in text
+    assert "| cohort retention | epsilon 0.25 | 1.0 |" in text
+    assert "A card loses at most epsilon 20.5 in a calendar year" in text
+    assert "Coupon arms (targeted, random-category, holdout): tell whether coupons change" in text
+    assert "### ghosts" in text
