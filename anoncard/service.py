@@ -844,16 +844,19 @@ class Service:
     # -- insights ------------------------------------------------------------------------
 
     def insights(self, request: Mapping):
-        """Release a span's differentially private figures (:mod:`anoncard.insights`) and record
-        the release in the event log, in one transaction: the budget check and the record
-        cannot be raced by another release.
+        """Release a span's differentially private figures (:mod:`anoncard.insights`), or with
+        ``report`` the coupon arms' uplift over a campaign period (:mod:`anoncard.uplift`) or the
+        retention of monthly cohorts (:mod:`anoncard.cohorts`), and record the release in the
+        event log: the budget (each kind's own) is checked before computing and again under the
+        write lock, so of two releases racing for the same budget one is refused.
 
         Needs the ``insights`` extra (OpenDP); ``import anoncard`` never loads it.
 
         Raises:
             PolicyViolation: the request breaks the gate (period, ending, grouping).
-            InsightsRefused: the policy declares no budget, the span is not over or not whole
-                weeks, or the release would spend more than the budget declares.
+            InsightsRefused: the policy declares no budget (for this kind), the span is not over
+                or not whole weeks (months, a campaign period), the programme holds no cards out
+                (uplift), or the release would spend more than the budget declares.
         """
         from . import insights
 
@@ -885,12 +888,7 @@ class Service:
                 coupons=self.store.coupon_uses(first.isoformat(), last.isoformat()),
             )
         result = insights.release(data, categories, rules, period=record.period, grouping=record.grouping)
-        with self.store.transaction():
-            # again under the write lock: of two releases racing for the same budget, one is refused
-            # (and what it computed is never shown)
-            self._refuse_past_budget(planned, rules)
-            self._record(insights.RELEASE_EVENT, result.event_detail())
-        return result
+        return self._keep_release(planned, rules, result)
 
     def _uplift(self, record, rules):
         """The coupon arms' uplift over one campaign period (:mod:`anoncard.uplift`)."""
