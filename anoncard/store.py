@@ -1019,7 +1019,7 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         """Row counts per table, for summaries and audits."""
-        tables = ("cards", "txns", "ledger", "history", "visits", "affinity", "coupons", "events")
+        tables = ("cards", "txns", "ledger", "history", "visits", "affinity", "coupons", "ghosts", "events")
         return {t: self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
 
     # -- retention -----------------------------------------------------------------

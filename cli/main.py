@@ -808,6 +808,9 @@ def demo(obj, as_json, seed, cards, checkouts, into):
                 with click.progressbar(length=checkouts, label="store week", file=sys.stderr) as bar:
                     summary = demo_mod.run(svc, seed=seed, cards=cards, checkouts=checkouts, progress=bar.update)
             summary["insights"] = _demo_insights(svc, into)
+            for key in ("coupon arms", "coupon uplift"):  # a line of their own
+                if key in summary["insights"]:
+                    summary[key] = summary["insights"].pop(key)
     if as_json:
         _print(True, summary, "")
         return
