@@ -933,6 +933,7 @@ class Service:
                 ghosts=self.store.ghost_rows(a, b),
                 spend=self.store.spend_rows(a, b),
                 visits=self.store.visit_rows(a, b),
+                discounts=self.store.discount_rows(a, b),
                 rotated=self.store.count_events("key_rotated", a, b) > 0,
             )
         result = uplift.release(data, rules, grouping=record.grouping)

@@ -527,6 +527,14 @@ class OfferRow:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscountRow:
+    """A card's coupon discounts over a span, in cents, for the uplift release."""
+
+    card_id: int
+    cents: int
+
+
+@dataclass(frozen=True, slots=True)
 class TokenRow:
     """A card's id and its keyed token: what the uplift release draws each card's arm from."""
 
@@ -1146,6 +1154,16 @@ class Store:
             (first, last),
         )
         return [CouponUse(card_id, day, txn is not None) for card_id, day, txn in rows]
+
+    def discount_rows(self, first: str, last: str) -> list[DiscountRow]:
+        """Per card, the coupon discounts of its documents from day ``first`` to ``last`` (refunds
+        give theirs back), for the uplift's net spend."""
+        rows = self.conn.execute(
+            "SELECT card_id, sum(discount_cents) FROM txns WHERE day >= ? AND day <= ? GROUP BY card_id"
+            " ORDER BY card_id",
+            (first, last),
+        )
+        return [DiscountRow(card_id, cents) for card_id, cents in rows]
 
     def card_tokens(self) -> list[TokenRow]:
         """Every card's id and token (the uplift release draws the arms from the tokens)."""

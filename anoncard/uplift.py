@@ -8,8 +8,9 @@ One row per card and period:
 * **purchase rate** - of the coupons the card got (targeted and random arms) or the ghost
   coupons recorded for it (holdout), the share whose category it bought while the coupon was
   valid; in basis points (0 to 10,000). Only cards with at least one coupon or ghost count.
-* **spend** - the card's spend in the period (its visits' totals), clamped to S cents. Every
-  card that visited counts.
+* **net spend** - the card's spend in the period (its visits' totals: refunds subtracted,
+  sensitive categories left out) less the coupon discounts of its documents, clamped to
+  [0, S] cents. Every card that visited counts.
 
 Per arm and figure: n, the sum and the sum of squares, each a vector over the three arms with
 L1 sensitivity 1, B and B^2 (B = 10,000 for the rate, S for the spend): a card is in one arm,
@@ -30,13 +31,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from .insights import Figure, Measurement, Release, _choose, _count, _geometric, _laplace
 from .policy import InsightsRules
 from .programme import ARMS
-from .store import GhostRow, OfferRow, SpendRow, VisitRow
+from .store import DiscountRow, GhostRow, OfferRow, SpendRow, VisitRow
 
 RATE_SCALE = 10_000  # a card's purchase rate in basis points
 # S = 4 x the private median of spend per visiting card: a median is found accurately even at a
@@ -96,6 +97,7 @@ class UpliftData:
     ghosts: list[GhostRow]
     spend: list[SpendRow]
     visits: list[VisitRow]
+    discounts: list[DiscountRow] = field(default_factory=list)  # coupon discounts: spend is net of them
     rotated: bool = False  # a key rotation fell inside the period
 
 
@@ -112,6 +114,8 @@ def cards(data: UpliftData) -> dict[int, CardPeriod]:
         spend[v.card_id] += v.spend_cents
         if v.visits > 0:
             visited.add(v.card_id)
+    for d in data.discounts:
+        spend[d.card_id] -= d.cents
     offers: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
     for o in data.offers:  # coupons: the targeted and random arms'
         if data.arms.get(o.card_id, "targeted") != "holdout":
@@ -225,6 +229,8 @@ def release_rows(
         "intent to treat: a card counts in the arm it was drawn into, whether or not it was given a coupon",
         "purchase rate: of a card's coupons (holdout: ghost coupons, the engine's picks never printed), the share "
         "whose category it bought while valid; the random arm's categories differ from the engine's picks",
+        "spend per card: what its visits spent in the period (refunds subtracted, sensitive categories left out) "
+        "less its coupon discounts",
         "intervals are normal approximations (sampling and noise variance); they are wide for small arms",
     ]
     if rotated:

@@ -72,6 +72,26 @@ def test_a_card_active_every_month_counts_once_per_month():
     assert sum(active) == 11 and len(active) == 66
 
 
+def test_a_cards_row_counts_ghosts_for_the_holdout_coupons_for_the_others_and_spend_net_of_discounts():
+    from anoncard.store import DiscountRow, GhostRow, OfferRow, SpendRow
+
+    data = uplift.UpliftData(
+        period=0, first=date(2015, 3, 2), last=date(2015, 3, 29), arms={1: "targeted", 2: "holdout"},
+        offers=[OfferRow(1, "coffee", "2015-03-03", "2015-03-03"), OfferRow(1, "tea", "2015-03-03", "2015-03-03"),
+                OfferRow(2, "milk", "2015-03-03", "2015-03-03")],
+        ghosts=[GhostRow(2, "coffee", "2015-03-04", "2015-03-05"), GhostRow(1, "milk", "2015-03-04", "2015-03-04")],
+        spend=[SpendRow(1, "2015-03-03", "coffee", 500, 1), SpendRow(2, "2015-03-05", "coffee", 400, 1),
+               SpendRow(2, "2015-03-03", "milk", 100, 1)],
+        visits=[VisitRow(1, "2015-03-03", 1, 900), VisitRow(2, "2015-03-05", 1, 400),
+                VisitRow(2, "2015-03-03", 1, 100)],
+        discounts=[DiscountRow(1, 50)],
+    )  # fmt: skip
+    rows = uplift.cards(data)
+    assert rows[1] == CardPeriod("targeted", 2, 1, 850, True)  # its coupons, not the ghost; spend less discount
+    assert rows[2] == CardPeriod("holdout", 1, 1, 500, True)  # its ghost (bought the next day, still valid)
+    assert rows[1].rate == 5_000 and rows[2].rate == 10_000
+
+
 def test_a_large_budget_releases_arms_close_to_the_truth():
     rules = replace(RULES, uplift_epsilon=1000.0, uplift_epsilon_per_year=1000.0)
     rows = {}
