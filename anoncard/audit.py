@@ -329,6 +329,7 @@ def _retention(svc: Service, home: Path, today: date) -> Check:
         ("history", "day"): p.history_days,
         ("visits", "day"): p.history_days,
         ("category_weeks", "week"): p.history_days,
+        ("ghosts", "issued_day"): p.documents_days,
     }
     late = []
     for (table, column), days in limits.items():
@@ -418,8 +419,14 @@ def _privacy_budget(svc: Service, home: Path, today: date) -> Check:
         problems = [f"a release record is malformed ({type(exc).__name__})"]
     spent = sum(float(d["epsilon"]) for _, d in releases)
     rules = svc.policy.insights
-    declared = (
-        "none declared" if rules is None else f"{rules.epsilon_per_period} per period, {rules.epsilon_per_year} a year"
-    )
+    declared = "none declared"
+    if rules is not None:
+        declared = f"{rules.epsilon_per_period} per period, {rules.epsilon_per_year} a year"
+        if rules.uplift_epsilon is not None or rules.cohorts_epsilon is not None:
+            declared = f"figures {declared}"
+        if rules.uplift_epsilon is not None:
+            declared += f"; uplift {rules.uplift_epsilon} per campaign period, {rules.uplift_epsilon_per_year} a year"
+        if rules.cohorts_epsilon is not None:
+            declared += f"; cohorts {rules.cohorts_epsilon} a release, {rules.cohorts_epsilon_per_year} a year"
     evidence = f"{len(releases)} releases, epsilon {spent:.4g} in all ({declared})"
     return Check("i", title, not problems, evidence, problems)

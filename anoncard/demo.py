@@ -3,7 +3,10 @@
 200 anonymous cards, about 1,500 checkouts over seven days with baskets drawn from
 per-card tastes, retried requests, refunds, reward redemptions, one refused request
 carrying personal data, and a key rotation midweek after which every card that
-comes back is re-linked. Deterministic for a given seed.
+comes back is re-linked. The demo's programme measures its coupons: one-week campaign
+periods, half the cards targeted, a quarter given random-category coupons and a quarter
+held out (a store of 200 cards must hold out many to learn anything at all). The
+baskets are deterministic for a given seed; the arms depend on the new key ring.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from fractions import Fraction
+from pathlib import Path
 
+from . import files
 from .errors import LedgerError, PolicyViolation
 from .money import format_cents
 from .service import Service
@@ -48,6 +53,31 @@ def _basket(rng: random.Random, taste: list[float], big: bool) -> list[dict]:
     return lines
 
 
+# The demo's [campaign]: periods of one week from a Monday, 50/25/25.
+CAMPAIGN = """[campaign]
+first_day = "2024-01-01"
+weeks = 1
+targeted = 50
+random = 25
+holdout = 25
+"""
+
+
+def prepare(home: Path) -> None:
+    """Give the demo home's programme its campaign (before the service opens it)."""
+    path = home / "programme.toml"
+    text = path.read_text(encoding="utf-8")
+    head, _, tail = text.partition("[campaign]")
+    rest = tail.split("\n\n", 1)[1] if "\n\n" in tail else ""
+    files.replace(path, f"{head}{CAMPAIGN}\n{rest}".encode(), field="into")
+
+
+def last_week(today: date) -> date:
+    """The Monday of the last whole week (Monday to Sunday) before ``today``: the demo's week,
+    so the insights of the 4 weeks to last Sunday and the campaign period both hold all of it."""
+    return today - timedelta(days=today.isoweekday() - 1 + 7)
+
+
 def _clock_at(day: date) -> Callable[[], datetime]:
     noon = datetime.combine(day, time(12))
     return lambda: noon
@@ -62,10 +92,10 @@ def run(
     start: date | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict:
-    """Play a store week on ``service`` and return a summary of what happened."""
+    """Play a store week on ``service`` (by default the last whole week) and return a summary."""
     rng = random.Random(seed)
     wall_clock = service.clock  # the week is played by moving the service's clock, day by day
-    start = start or service.clock().date() - timedelta(days=6)  # the week that ends today
+    start = start or last_week(service.clock().date())
     codes = [s.code for s in service.issue_cards({"count": cards})]
     tastes = {c: [rng.random() ** 2 for _ in CATEGORIES] for c in codes}
     weekly_shopper = {c: rng.random() < 0.3 for c in codes}

@@ -36,6 +36,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 from .errors import InsightsRefused
 from .policy import PERIODS, InsightsRules
@@ -170,14 +171,17 @@ class Release:
     first: date
     last: date
     grouping: str
-    bounds: Bounds
+    bounds: Bounds | Any  # Bounds, or the uplift's or the cohorts' own
     epsilon: float
     figures: list[Figure]
     measurements: list[Measurement]
     not_released: dict[str, str] = field(default_factory=dict)
+    report: str = "figures"  # figures | uplift | cohorts: the budget each spends from
+    notes: list[str] = field(default_factory=list)  # what a reader must know to read the figures
 
     def to_dict(self) -> dict:
         return {
+            "report": self.report,
             "period": self.period,
             "first_day": self.first.isoformat(),
             "last_day": self.last.isoformat(),
@@ -189,6 +193,7 @@ class Release:
             "figures": [_finite(asdict(f)) for f in self.figures],
             "measurements": [asdict(m) for m in self.measurements],
             "not_released": self.not_released,
+            "notes": self.notes,
         }
 
     def to_json(self) -> str:
@@ -209,6 +214,7 @@ class Release:
     def event_detail(self) -> dict:
         """What the event log records: span, bounds and every measurement - no figure."""
         return {
+            "report": self.report,
             "period": self.period,
             "first_day": self.first.isoformat(),
             "last_day": self.last.isoformat(),
@@ -378,15 +384,17 @@ def calibrate(cards: Mapping[int, CardSpan], rules: InsightsRules, epsilon: floa
     return bounds, measurements
 
 
-def _choose(name: str, data: list[int], candidates: list[int], d_in: int, epsilon: float) -> tuple[int, Measurement]:
+def _choose(
+    name: str, data: list[int], candidates: list[int], d_in: int, epsilon: float, alpha: float = QUANTILE
+) -> tuple[int, Measurement]:
     # the scale that makes this quantile cost ``epsilon`` when one card adds ``d_in`` values
-    scale = 2 * max(QUANTILE, 1 - QUANTILE) * d_in / epsilon
-    measure = _quantile(candidates, QUANTILE, scale)
+    scale = 2 * max(alpha, 1 - alpha) * d_in / epsilon
+    measure = _quantile(candidates, alpha, scale)
     spent = float(measure.map(d_in))
     if spent > epsilon * (1 + 1e-9):
         raise AssertionError(f"calibration of {name} would spend {spent} > {epsilon}")
     clipped = [min(max(v, candidates[0]), candidates[-1]) for v in data] or [candidates[0]]
-    return int(measure(clipped)), Measurement(f"bound {name}", "private quantile", d_in, scale, spent, QUANTILE)
+    return int(measure(clipped)), Measurement(f"bound {name}", "private quantile", d_in, scale, spent, alpha)
 
 
 def release(data: SpanData, categories: list[str], rules: InsightsRules, *, period: str, grouping: str) -> Release:
@@ -503,9 +511,11 @@ def budget_problems(
 ) -> list[str]:
     """What breaks the budget among the recorded releases (and ``extra``, one about to be made).
 
-    Each day a release covers may be covered by releases spending at most
-    ``epsilon_per_period`` in all; the releases of spans ending in one calendar year may
-    spend at most ``epsilon_per_year``.
+    Each kind of release (``report``: figures, uplift, cohorts) has its own budget in the one
+    ledger (:meth:`InsightsRules.budget`): each day a release covers may be covered by releases
+    of its kind spending at most the kind's cap per day in all (for figures
+    ``epsilon_per_period``); the releases of a kind of spans ending in one calendar year may
+    spend at most its yearly cap.
     """
     items = [(f"release {event_id}", d) for event_id, d in releases]
     if extra is not None:
@@ -515,23 +525,33 @@ def budget_problems(
     if rules is None:
         return ["the log records insights releases but the policy declares no [insights] budget"]
     problems = []
-    per_day: dict[date, float] = defaultdict(float)
-    per_year: dict[int, float] = defaultdict(float)
     slack = 1e-9
+    by_kind: dict[str, list[dict]] = defaultdict(list)
     for _, d in items:
-        first, last = date.fromisoformat(d["first_day"]), date.fromisoformat(d["last_day"])
-        for i in range((last - first).days + 1):
-            per_day[first + timedelta(days=i)] += float(d["epsilon"])
-        per_year[last.year] += float(d["epsilon"])
-    over_days = sorted(day for day, e in per_day.items() if e > rules.epsilon_per_period + slack)
-    if over_days:
-        problems.append(
-            f"{len(over_days)} days (first {over_days[0]}) are covered by releases spending more than "
-            f"epsilon {rules.epsilon_per_period} per period"
-        )
-    for year, e in sorted(per_year.items()):
-        if e > rules.epsilon_per_year + slack:
-            problems.append(f"releases of {year} spend epsilon {e:.4g}, more than {rules.epsilon_per_year} a year")
+        by_kind[d.get("report", "figures")].append(d)
+    for kind in sorted(by_kind, key=lambda k: (k != "figures", k)):
+        budget = rules.budget(kind)
+        if budget is None:
+            problems.append(f"the log records {kind} releases but the policy declares no budget for them")
+            continue
+        _, per_day_cap, per_year_cap = budget
+        per_day: dict[date, float] = defaultdict(float)
+        per_year: dict[int, float] = defaultdict(float)
+        for d in by_kind[kind]:
+            first, last = date.fromisoformat(d["first_day"]), date.fromisoformat(d["last_day"])
+            for i in range((last - first).days + 1):
+                per_day[first + timedelta(days=i)] += float(d["epsilon"])
+            per_year[last.year] += float(d["epsilon"])
+        over_days = sorted(day for day, e in per_day.items() if e > per_day_cap + slack)
+        what = "releases" if kind == "figures" else f"{kind} releases"
+        if over_days:
+            problems.append(
+                f"{len(over_days)} days (first {over_days[0]}) are covered by {what} spending more than "
+                f"epsilon {per_day_cap} per period"
+            )
+        for year, e in sorted(per_year.items()):
+            if e > per_year_cap + slack:
+                problems.append(f"{what} of {year} spend epsilon {e:.4g}, more than {per_year_cap} a year")
     return problems
 
 

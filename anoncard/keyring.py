@@ -24,7 +24,10 @@ turns the id printed on a coupon into the keyed digest the database stores (and 
 fifth seals the id for a reprint), so a coupon slip alone finds no row; a sixth turns
 terminals' bearer keys into the digests the database keeps; a seventh turns the recovery
 code printed on a card's stub into the digest the database keeps (it never rotates, so a
-stub stays valid across key rotations).
+stub stays valid across key rotations); an eighth draws a card's coupon arm (targeted,
+random-category or holdout) from its token and the campaign period, and the random arm's
+categories, so the draw is fixed, unpredictable without the ring and the same for the
+insights release that reads only tokens.
 
 The file is JSON, written atomically (temporary file, fsync, rename, fsync of the
 directory) with mode 0600, and refused when group or others may read it.
@@ -68,6 +71,7 @@ COUPON_ID = "coupon-id"
 COUPON_SEAL = "coupon-id-seal"
 TERMINAL_KEY = "terminal-key"
 RECOVERY_CODE = "recovery-code"
+COUPON_ARM = "coupon-arm"
 
 
 def derive(master: bytes, purpose: str) -> bytes:
@@ -165,6 +169,9 @@ class KeyRing:
         self._recovery_mac = hmac.new(
             derive(reference_key, RECOVERY_CODE), f"anoncard/{RECOVERY_CODE}\x00".encode(), hashlib.sha256
         )
+        self._arm_mac = hmac.new(
+            derive(reference_key, COUPON_ARM), f"anoncard/{COUPON_ARM}\x00".encode(), hashlib.sha256
+        )
 
     def __repr__(self) -> str:
         return f"KeyRing(versions={[(v.version, v.state) for v in self.versions]})"
@@ -231,6 +238,13 @@ class KeyRing:
         mac = self._terminal_mac.copy()
         mac.update(key)
         return mac.digest()
+
+    def arm_draw(self, token: bytes, context: bytes) -> int:
+        """A keyed 64-bit draw from a card's token and a context (campaign period, day,
+        category): the coupon arms' only source of chance, with no state."""
+        mac = self._arm_mac.copy()
+        mac.update(len(token).to_bytes(2, "big") + token + context)
+        return int.from_bytes(mac.digest()[:8], "big")
 
     def recovery_digest(self, code: RecoveryCode) -> bytes:
         """The keyed digest a card's recovery code is stored as (the code itself never is)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from . import protocol
-from .policy import GROUPINGS, PERIODS, FieldRule, Policy
+from .policy import GROUPINGS, PERIODS, REPORTS, FieldRule, Policy
 from .protocol import Operation
 
 _ERROR = {
@@ -140,6 +140,8 @@ def field_schema(rule: FieldRule) -> dict:
         return {"type": "string", "enum": list(PERIODS)}
     if t == "grouping":
         return {"type": "string", "enum": list(GROUPINGS)}
+    if t == "insights_report":
+        return {"type": "string", "enum": list(REPORTS)}
     if t == "day":
         return {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "description": "a Sunday, YYYY-MM-DD"}
     if t == "coupon_codes":

@@ -117,6 +117,7 @@ class InsightsRequest:
     period: str
     ending: date | None
     grouping: str
+    report: str = "figures"  # figures | uplift | cohorts
 
 
 Record = (
@@ -129,6 +130,9 @@ PERIODS = {"week": 7, "4weeks": 28, "quarter": 91}
 # Groupings a release may be asked for. Only "chain" has data behind it: the tills send no
 # store, cluster or region field, so anything finer would need a field that does not exist.
 GROUPINGS = ("chain",)
+# What an insights release reports: the span's figures, the coupon arms' uplift over one
+# campaign period, or the retention curves of monthly cohorts.
+REPORTS = ("figures", "uplift", "cohorts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +147,34 @@ class InsightsRules:
     max_coupons: int
     category_min_days: int
     groupings: tuple[str, ...]
+    # the coupon arms' uplift: its purpose, what one release (one campaign period) spends, the year's cap,
+    # and the fewest cards an arm needs (as released, noisy) before its uplift is shown
+    uplift_purpose: str | None = None
+    uplift_epsilon: float | None = None
+    uplift_epsilon_per_year: float | None = None
+    min_arm_cards: int = 20
+    # cohort retention: what one release spends, the cap of one day's and one year's releases, how many months
+    cohorts_epsilon: float | None = None
+    cohorts_epsilon_per_year: float | None = None
+    cohort_months: int = 12
+
+    def budget(self, report: str) -> tuple[float, float, float] | None:
+        """``(epsilon of one release, cap of the releases reading one day, cap of a year's)`` of a
+        kind of release, or None when the policy declares none for it. Each kind has its own
+        budget in the one ledger; a card's loss in a year is at most their sum
+        (:attr:`epsilon_per_year_all`)."""
+        if report == "figures":
+            return self.epsilon_per_period, self.epsilon_per_period, self.epsilon_per_year
+        if report == "uplift" and self.uplift_epsilon and self.uplift_epsilon_per_year:
+            return self.uplift_epsilon, self.uplift_epsilon, self.uplift_epsilon_per_year
+        if report == "cohorts" and self.cohorts_epsilon and self.cohorts_epsilon_per_year:
+            return self.cohorts_epsilon, self.cohorts_epsilon_per_year, self.cohorts_epsilon_per_year
+        return None
+
+    @property
+    def epsilon_per_year_all(self) -> float:
+        """What one card can lose in a calendar year through every kind of release (pure composition)."""
+        return self.epsilon_per_year + (self.uplift_epsilon_per_year or 0.0) + (self.cohorts_epsilon_per_year or 0.0)
 
 # What this code can serve: kind -> field -> (type, required by the code). A policy may
 # leave out a field the code does not require (that use is then refused); it can never
@@ -162,7 +194,12 @@ SERVED: dict[str, dict[str, tuple[str, bool]]] = {
     "export": {"card": ("card_code", True)},
     "erase": {"card": ("card_code", True), "confirm": ("flag", True), "reward": ("reward_name", False)},
     "replace": {"recovery": ("recovery_code", True), "history": ("flag", False)},
-    "insights": {"period": ("period", True), "ending": ("day", False), "grouping": ("grouping", False)},
+    "insights": {
+        "period": ("period", False),
+        "ending": ("day", False),
+        "grouping": ("grouping", False),
+        "report": ("insights_report", False),
+    },
 }
 LINE_ITEMS = {"category": "category", "amount": "amount"}
 COLUMN_TYPES = {
@@ -463,6 +500,10 @@ class Policy:
             if value not in PERIODS:
                 raise PolicyViolation(f"field '{where}': must be one of {', '.join(PERIODS)}", field=where)
             return value
+        if rule.type == "insights_report":
+            if value not in REPORTS:
+                raise PolicyViolation(f"field '{where}': must be one of {', '.join(REPORTS)}", field=where)
+            return value
         if rule.type == "grouping":
             if value not in GROUPINGS:
                 raise PolicyViolation(
@@ -569,6 +610,7 @@ class Policy:
             for rule in fields.values():
                 out.append(_row(rule, rule.name))
                 out += [_row(item, f"{rule.name}[].{item.name}") for item in rule.items]
+        out += self._insights_markdown()
         out += ["", "## Storage", ""]
         for table, spec in self.storage.items():
             out += [f"### {table}", "", f"{spec.purpose}. Retention: {spec.retention}.", ""]
@@ -576,6 +618,23 @@ class Policy:
             out += [f"| {c} | {r.type} | {r.purpose} |" for c, r in spec.columns.items()]
             out.append("")
         return "\n".join(out)
+
+
+    def _insights_markdown(self) -> list[str]:
+        """The ``[insights]`` budgets (pure epsilon-DP, privacy unit one card), as an auditor checks them."""
+        r = self.insights
+        if r is None:
+            return ["", "## Insights", "", "No [insights] section: no figure is ever released."]
+        out = ["", "## Insights", "", f"{r.purpose}.", "", "| release | one release | a calendar year |",
+               "|---|---|---|", f"| figures | epsilon {r.epsilon_per_period} | {r.epsilon_per_year} |"]  # fmt: skip
+        if r.uplift_epsilon is not None:
+            out.append(f"| coupon uplift (per period) | epsilon {r.uplift_epsilon} | {r.uplift_epsilon_per_year} |")
+        if r.cohorts_epsilon is not None:
+            out.append(f"| cohort retention | epsilon {r.cohorts_epsilon} | {r.cohorts_epsilon_per_year} |")
+        out += ["", f"A card loses at most epsilon {r.epsilon_per_year_all:g} in a calendar year through all of them."]
+        if r.uplift_purpose is not None:
+            out += ["", f"Coupon arms (targeted, random-category, holdout): {r.uplift_purpose}."]
+        return out
 
 
 def _row(rule: FieldRule, name: str) -> str:
@@ -600,7 +659,8 @@ def _row(rule: FieldRule, name: str) -> str:
 
 _INSIGHTS_KEYS = {
     "purpose", "epsilon_per_period", "epsilon_per_year", "calibration_share", "max_categories", "max_coupons",
-    "category_min_days", "groupings",
+    "category_min_days", "groupings", "uplift_purpose", "uplift_epsilon", "uplift_epsilon_per_year", "min_arm_cards",
+    "cohorts_epsilon", "cohorts_epsilon_per_year", "cohort_months",
 }  # fmt: skip
 
 
@@ -629,6 +689,18 @@ def _insights_rules(doc: object) -> InsightsRules | None:
     groupings = doc.get("groupings", ["chain"])
     if not isinstance(groupings, list) or not groupings or any(g not in GROUPINGS for g in groupings):
         raise PolicyFileError(f"policy: insights.groupings must list some of {', '.join(GROUPINGS)}")
+    pairs = {}
+    for kind in ("uplift", "cohorts"):
+        each, year = f"{kind}_epsilon", f"{kind}_epsilon_per_year"
+        if (each in doc) != (year in doc):
+            raise PolicyFileError(f"policy: insights.{each} and insights.{year} are declared together")
+        pairs[kind] = (positive(each), positive(year)) if each in doc else (None, None)
+        if pairs[kind][0] is not None and pairs[kind][1] < pairs[kind][0]:
+            raise PolicyFileError(f"policy: insights.{year} must be at least insights.{each}")
+    if pairs["uplift"][0] is not None and "uplift_purpose" not in doc:
+        raise PolicyFileError(
+            "policy: insights.uplift_epsilon needs insights.uplift_purpose (why coupons are measured)"
+        )
     return InsightsRules(
         purpose=_text(doc, "purpose", "insights"),
         epsilon_per_period=per_period,
@@ -638,6 +710,13 @@ def _insights_rules(doc: object) -> InsightsRules | None:
         max_coupons=_int(doc, "max_coupons", "insights", 8) or 8,
         category_min_days=_int(doc, "category_min_days", "insights", 28) or 28,
         groupings=tuple(groupings),
+        uplift_purpose=_text(doc, "uplift_purpose", "insights") if "uplift_purpose" in doc else None,
+        uplift_epsilon=pairs["uplift"][0],
+        uplift_epsilon_per_year=pairs["uplift"][1],
+        min_arm_cards=_int(doc, "min_arm_cards", "insights", 20) or 20,
+        cohorts_epsilon=pairs["cohorts"][0],
+        cohorts_epsilon_per_year=pairs["cohorts"][1],
+        cohort_months=min(_int(doc, "cohort_months", "insights", 12) or 12, 13),
     )
 
 
@@ -752,7 +831,16 @@ def _erase(v: dict) -> EraseRequest:
 def _replace(v: dict) -> ReplaceRequest:
     return ReplaceRequest(v["recovery"], bool(v.get("history")))
 def _insights(v: dict) -> InsightsRequest:
-    return InsightsRequest(v["period"], v.get("ending"), v.get("grouping") or "chain")
+    report = v.get("report") or "figures"
+    period = v.get("period")
+    if report != "figures" and period is not None:
+        raise PolicyViolation(
+            f"field 'period': the {report} report has its own span (a campaign period, or the cohorts' months); "
+            "leave period out",
+            field="period",
+        )
+    return InsightsRequest(period or ("4weeks" if report == "figures" else report), v.get("ending"),
+                           v.get("grouping") or "chain", report)  # fmt: skip
 
 
 _BUILDERS = {

@@ -34,7 +34,7 @@ from psycopg import conninfo, pq
 
 from .errors import StoreError
 from .storage import Card
-from .store import Store
+from .store import CARD_TABLES, Store
 
 # arbitrary constants naming anoncard's advisory locks
 _EVENT_LOCK = 0x616E6F6E_0001
@@ -244,6 +244,20 @@ ALTER TABLE coupons ALTER CONSTRAINT coupons_card_id_redeemed_txn_fkey DEFERRABL
 """
 
 
+def _migrate_3(conn: psycopg.Connection) -> None:
+    """SQLite migration 8 for PostgreSQL: ghost coupons, what the entrance would have printed for
+    a card in the holdout arm (the card id leads the key, as in every per-card table)."""
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS ghosts (
+            card_id BIGINT NOT NULL REFERENCES cards (id), issued_day TEXT NOT NULL, category TEXT NOT NULL,
+            expires_day TEXT NOT NULL, PRIMARY KEY (card_id, issued_day, category)
+        );
+        CREATE INDEX IF NOT EXISTS ghosts_issued_day ON ghosts (issued_day);
+        """
+    )
+
+
 # Citus-ready: every per-card table has the card id in its primary key. Three lookups are
 # unique across all cards, by what a terminal presents: a card's token, a document number's
 # reference, a coupon's digest, a recovery code's digest. Distributed, each becomes a table of its own distributed by
@@ -256,7 +270,7 @@ CONTROL_TABLES = {"erasure"}
 
 # Numbered migrations of the PostgreSQL schema, applied in ascending order in one
 # transaction; the schema version is the highest number.
-PG_MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+PG_MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
 PG_SCHEMA_VERSION = max(PG_MIGRATIONS)
 _VERSION_PREFIX = "anoncard schema "
 
@@ -463,7 +477,7 @@ class PostgresStore(Store):
         its segments are recycled (``VACUUM FULL`` and a ``CHECKPOINT`` rewrite the table
         files; see docs/scaling.md). Always True: nothing here waits for a reader.
         """
-        for table in ("cards", "txns", "ledger", "history", "visits", "affinity", "coupons"):
+        for table, _ in CARD_TABLES:
             self.conn.execute(f"VACUUM {table}")
         return True
 

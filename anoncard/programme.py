@@ -20,6 +20,7 @@ import hashlib
 import json
 import tomllib
 from dataclasses import dataclass
+from datetime import date
 from fractions import Fraction
 from pathlib import Path
 
@@ -73,6 +74,13 @@ rest_after = 10            # a category whose last 10 coupons were all ignored..
 rest_days = 14             # ...rests this long
 quiet_after = 20           # a card that ignored its last N coupons gets one at a time
 discovery_weeks = 8        # the discovery slot offers what the card has not bought for this long
+
+[campaign]                 # coupon arms, to measure whether coupons work (anoncard insights --report uplift)
+first_day = "2024-01-01"   # a Monday: campaign periods are counted from it
+weeks = 4                  # each period this many weeks; a card's arm is drawn afresh per period
+targeted = 100             # percent of cards: the coupons the engine picks
+random = 0                 # percent: as many coupons, of categories drawn at random (e.g. 10)
+holdout = 0                # percent: no coupon; the engine's pick is only recorded, as a "ghost" (e.g. 10)
 
 [[offers]]                 # the most specific offer for a suggested category is printed
 category = "*"             # any category
@@ -197,6 +205,34 @@ class CouponRules:
     discovery_weeks: int = 8
 
 
+ARMS = ("targeted", "random", "holdout")
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """``[campaign]``: the split of cards into coupon arms, per campaign period.
+
+    Periods are ``weeks`` long, counted from ``first_day`` (a Monday). Each card is drawn into
+    one arm per period by a keyed hash of its token (:mod:`anoncard.arms`); the shares are
+    whole percents summing to 100. The default (100/0/0) measures nothing: holding out cards
+    is the operator's decision, made in the programme.
+    """
+
+    first_day: date = date(2024, 1, 1)
+    weeks: int = 4
+    targeted: int = 100
+    random: int = 0
+    holdout: int = 0
+
+    @property
+    def measures(self) -> bool:
+        """Whether any card is drawn into the random or holdout arm."""
+        return self.random > 0 or self.holdout > 0
+
+    def shares(self) -> dict[str, int]:
+        return {"targeted": self.targeted, "random": self.random, "holdout": self.holdout}
+
+
 @dataclass(frozen=True, slots=True)
 class Programme:
     """A loaded programme. Build one with :meth:`from_toml` or :meth:`load`."""
@@ -208,6 +244,7 @@ class Programme:
     rewards: dict[str, Reward]
     coupons: CouponRules = CouponRules()
     offers: dict[str, Offer] = None  # type: ignore[assignment]
+    campaign: Campaign = Campaign()
     vocabulary: Vocabulary = None  # type: ignore[assignment]
     rate_hundredths: int = 100  # points_per_euro * 100, exact (parsed from a two-place decimal)
     fingerprint: str = ""  # SHA-256 of the canonical programme, recorded in the event log when it changes
@@ -282,6 +319,7 @@ class Programme:
                 if key not in known or not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     raise ProgrammeError(f"programme: coupons.{key} must be one of {sorted(known)}, a whole number")
             coupon_rules = CouponRules(**rules)
+            campaign = _campaign(doc.get("campaign", {}))
             offers = {str(o["category"]).lower(): _offer(o) for o in doc.get("offers", [])}
             vocabulary = _vocabulary(doc)
         except KeyError as exc:
@@ -293,7 +331,17 @@ class Programme:
         canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
         fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
         return cls(
-            rate, point_value, mult, gifts, rewards, coupon_rules, offers, vocabulary, int(rate * 100), fingerprint
+            rate,
+            point_value,
+            mult,
+            gifts,
+            rewards,
+            coupon_rules,
+            offers,
+            campaign,
+            vocabulary,
+            int(rate * 100),
+            fingerprint,
         )
 
     @classmethod
@@ -304,6 +352,35 @@ class Programme:
     @classmethod
     def default(cls) -> Programme:
         return cls.from_toml(DEFAULT_TOML)
+
+
+def _campaign(doc: object) -> Campaign:
+    """``[campaign]`` as a :class:`Campaign`, or ProgrammeError naming the key and the rule."""
+    if not isinstance(doc, dict):
+        raise ProgrammeError("programme: [campaign] must be a table")
+    known = set(Campaign.__dataclass_fields__)
+    for key in doc:
+        if key not in known:
+            raise ProgrammeError(f"programme: campaign.{key} is not a setting (known: {', '.join(sorted(known))})")
+    first = doc.get("first_day", "2024-01-01")
+    try:
+        if not isinstance(first, str):
+            raise ValueError
+        first_day = date.fromisoformat(first)
+    except ValueError:
+        raise ProgrammeError("programme: campaign.first_day must be a day (YYYY-MM-DD)") from None
+    if first_day.isoweekday() != 1:
+        raise ProgrammeError("programme: campaign.first_day must be a Monday (periods are whole weeks)")
+    values = {}
+    for key, default, low, high in (("weeks", 4, 1, 52), ("targeted", 100, 0, 100), ("random", 0, 0, 100),
+                                    ("holdout", 0, 0, 100)):  # fmt: skip
+        value = doc.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ProgrammeError(f"programme: campaign.{key} must be a whole number from {low} to {high}")
+        values[key] = value
+    if values["targeted"] + values["random"] + values["holdout"] != 100:
+        raise ProgrammeError("programme: campaign.targeted, campaign.random and campaign.holdout must sum to 100")
+    return Campaign(first_day=first_day, **values)
 
 
 def _cents(value: object, name: str) -> int:

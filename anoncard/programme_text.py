@@ -16,6 +16,9 @@ TEXT: dict[str, tuple[str, list[tuple[str, list[str]]]]] = {
             "What you bought, by category (for example \"dairy\" or \"coffee\"), the day, and the amount. "
             "This is what makes your coupons fit.",
             "Your points, the coupons printed for you and whether you used them.",
+            "If the store measures whether coupons help, some cards get no coupons, or coupons picked at random, "
+            "for a few weeks, and the store notes which coupons it would have printed. Nobody chooses which "
+            "cards: a keyed draw does.",
             "Till receipts for 120 days (for refunds), then only your points balance.",
             "Your history by day for 400 days, then only totals per category, without dates.",
         ]),
@@ -39,6 +42,9 @@ TEXT: dict[str, tuple[str, list[tuple[str, list[str]]]]] = {
             "Was Sie gekauft haben, nach Warengruppe (zum Beispiel \"Milchprodukte\" oder \"Kaffee\"), den Tag "
             "und den Betrag. Damit passen Ihre Coupons zu Ihnen.",
             "Ihre Punkte, die für Sie gedruckten Coupons und ob Sie sie eingelöst haben.",
+            "Misst der Markt, ob Coupons helfen, bekommen manche Karten einige Wochen lang keine oder zufällig "
+            "gewählte Coupons, und der Markt notiert, welche Coupons er gedruckt hätte. Niemand wählt die Karten "
+            "aus: eine verschlüsselte Auslosung entscheidet.",
             "Kassenbelege 120 Tage lang (für Rückgaben), danach nur Ihren Punktestand.",
             "Ihre Einkäufe nach Tagen 400 Tage lang, danach nur Summen je Warengruppe, ohne Datum.",
         ]),

@@ -90,6 +90,7 @@ def retention(svc: Service, rows: Mapping[str, list[dict[str, Any]]]) -> dict[st
         "history": ("day", p.history_days),
         "visits": ("day", p.history_days),
         "coupons": ("issued_day", p.documents_days),
+        "ghosts": ("issued_day", p.documents_days),
     }
     out = {}
     for table, table_rows in rows.items():

@@ -50,8 +50,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from . import arms, files, suggest
 from . import coupons as coupon_codes
-from . import files, suggest
 from . import recovery as recovery_codes
 from .cards import CardSecret, generate
 from .errors import (
@@ -62,6 +62,7 @@ from .errors import (
     OutputError,
     PolicyFileError,
     PolicyViolation,
+    ProgrammeError,
     StoreError,
     UnknownCard,
 )
@@ -70,7 +71,7 @@ from .money import format_cents
 from .policy import Policy, default_text
 from .programme import DEFAULT_TOML, Programme
 from .recovery import RecoveryCode
-from .storage import Card, CouponRow, Document, Storage, database_url, open_storage
+from .storage import Card, CouponRow, Document, GhostRow, Storage, database_url, open_storage
 from .vocabulary import PRIVATE_LABEL
 
 DB_NAME, KEYRING_NAME, PROGRAMME_NAME, POLICY_NAME = "anoncard.db", "keyring.json", "programme.toml", "policy.toml"
@@ -860,16 +861,19 @@ class Service:
     # -- insights ------------------------------------------------------------------------
 
     def insights(self, request: Mapping):
-        """Release a span's differentially private figures (:mod:`anoncard.insights`) and record
-        the release in the event log, in one transaction: the budget check and the record
-        cannot be raced by another release.
+        """Release a span's differentially private figures (:mod:`anoncard.insights`), or with
+        ``report`` the coupon arms' uplift over a campaign period (:mod:`anoncard.uplift`) or the
+        retention of monthly cohorts (:mod:`anoncard.cohorts`), and record the release in the
+        event log: the budget (each kind's own) is checked before computing and again under the
+        write lock, so of two releases racing for the same budget one is refused.
 
         Needs the ``insights`` extra (OpenDP); ``import anoncard`` never loads it.
 
         Raises:
             PolicyViolation: the request breaks the gate (period, ending, grouping).
-            InsightsRefused: the policy declares no budget, the span is not over or not whole
-                weeks, or the release would spend more than the budget declares.
+            InsightsRefused: the policy declares no budget (for this kind), the span is not over
+                or not whole weeks (months, a campaign period), the programme holds no cards out
+                (uplift), or the release would spend more than the budget declares.
         """
         from . import insights
 
@@ -877,6 +881,10 @@ class Service:
         rules = self.policy.insights
         if rules is None:
             raise InsightsRefused("insights: the policy declares no [insights] budget, so nothing is released")
+        if record.report == "uplift":
+            return self._uplift(record, rules)
+        if record.report == "cohorts":
+            return self._cohorts(record, rules)
         first, last = insights.span(record.period, record.ending, self._today())
         days = (last - first).days + 1
         categories = sorted(
@@ -897,9 +905,82 @@ class Service:
                 coupons=self.store.coupon_uses(first.isoformat(), last.isoformat()),
             )
         result = insights.release(data, categories, rules, period=record.period, grouping=record.grouping)
+        return self._keep_release(planned, rules, result)
+
+    def _uplift(self, record, rules):
+        """The coupon arms' uplift over one campaign period (:mod:`anoncard.uplift`)."""
+        from . import uplift
+
+        campaign = self.programme.campaign
+        budget = rules.budget("uplift")
+        if budget is None:
+            raise InsightsRefused(
+                "insights: the policy declares no uplift budget (uplift_epsilon); nothing was released"
+            )
+        if campaign.holdout == 0:
+            raise InsightsRefused(
+                "insights: the programme holds no cards out (campaign.holdout = 0), so there is no arm to compare "
+                "with; nothing was released"
+            )
+        today = self._today()
+        ending = record.ending
+        number = arms.period_of(campaign, today) - 1 if ending is None else arms.period_of(campaign, ending)
+        first, last = arms.period_span(campaign, number)
+        if record.ending is not None and record.ending != last:
+            raise InsightsRefused(
+                f"field 'ending': must be the last day of a campaign period ({campaign.weeks} weeks from "
+                f"campaign.first_day)",
+                field="ending",
+            )
+        if last >= today:
+            raise InsightsRefused(
+                "field 'ending': must be before today (a campaign period is released once it is over)", field="ending"
+            )
+        planned = {"report": "uplift", "first_day": first.isoformat(), "last_day": last.isoformat(),
+                   "epsilon": budget[0]}  # fmt: skip
+        a, b = first.isoformat(), last.isoformat()
+        with self.store.reading():
+            self._refuse_past_budget(planned, rules)
+            data = uplift.UpliftData(
+                period=number,
+                first=first,
+                last=last,
+                arms={t.card_id: arms.arm(self.ring, campaign, t.token, number) for t in self.store.card_tokens()},
+                offers=self.store.offer_rows(a, b),
+                ghosts=self.store.ghost_rows(a, b),
+                spend=self.store.spend_rows(a, b),
+                visits=self.store.visit_rows(a, b),
+                discounts=self.store.discount_rows(a, b),
+                rotated=self.store.count_events("key_rotated", a, b) > 0,
+            )
+        result = uplift.release(data, rules, grouping=record.grouping)
+        return self._keep_release(planned, rules, result)
+
+    def _cohorts(self, record, rules):
+        """The retention curves of monthly cohorts (:mod:`anoncard.cohorts`)."""
+        from . import cohorts
+
+        budget = rules.budget("cohorts")
+        if budget is None:
+            raise InsightsRefused(
+                "insights: the policy declares no cohorts budget (cohorts_epsilon); nothing was released"
+            )
+        first, last = cohorts.window(rules.cohort_months, record.ending, self._today())
+        planned = {"report": "cohorts", "first_day": first.isoformat(), "last_day": last.isoformat(),
+                   "epsilon": budget[0]}  # fmt: skip
+        with self.store.reading():
+            self._refuse_past_budget(planned, rules)
+            first_visits = self.store.first_visit_days()
+            visits = self.store.visit_rows(first.isoformat(), last.isoformat())
+        result = cohorts.release(first, last, first_visits, visits, rules, grouping=record.grouping)
+        return self._keep_release(planned, rules, result)
+
+    def _keep_release(self, planned: dict, rules, result):
+        """Record a computed release, checking the budget again under the write lock: of two
+        releases racing for the same budget, one is refused (and what it computed never shown)."""
+        from . import insights
+
         with self.store.transaction():
-            # again under the write lock: of two releases racing for the same budget, one is refused
-            # (and what it computed is never shown)
             self._refuse_past_budget(planned, rules)
             self._record(insights.RELEASE_EVENT, result.event_detail())
         return result
@@ -957,7 +1038,10 @@ class Service:
         expires = real_today + timedelta(days=max(rules.valid_days, 1) - 1)
         with self.store.transaction():
             card, relinked = self._resolve(rec.card)
-            recent = self.store.card_coupons(card.id, window)
+            token = self.ring.primary.token(rec.card)  # the card's stored token, after any re-link
+            arm = self._arm(token, real_today)
+            # ghosts count as coupons printed and never used, so the caps treat every arm alike
+            recent = _with_ghosts(self.store.card_coupons(card.id, window), self.store.card_ghosts(card.id, window))
             held = [c for c in recent if c.redeemed_txn is None and c.expires_day >= today_s]
             finished = [c for c in recent if c.redeemed_txn is not None or c.expires_day < today_s]
             week_ago = (today - timedelta(days=7)).isoformat()
@@ -982,6 +1066,15 @@ class Service:
                     discovery_weeks=rules.discovery_weeks,
                     allowed=self._suggestible,
                 )
+            chosen = [pick.category for pick in picks]
+            stored_expiry = self.policy.coarsen(expires).isoformat()
+            if arm == "random":  # as many coupons, of categories drawn at random
+                resting = {c.category for c in held} | _resting(finished, today, rules.rest_after, rules.rest_days)
+                pool = [c for c in self.programme.vocabulary.categories if self._suggestible(c)]
+                chosen = arms.random_categories(self.ring, token, real_today, pool, len(chosen), resting)
+            elif arm == "holdout":  # nothing printed: the engine's pick is recorded as a ghost
+                self.store.add_ghosts([GhostRow(card.id, c, today_s, stored_expiry) for c in chosen])
+                chosen = []
             printed = []
             if self.policy.time_resolution == "day":
                 for c in held:
@@ -990,17 +1083,34 @@ class Service:
                         day = date.fromisoformat(c.expires_day)
                         printed.append(self._print_coupon(rec.card, cid, c.category, c.kind, c.value, day, False))
             new = []
-            for pick in picks:
-                offer = self.programme.offer_for(pick.category)
+            for category in chosen:
+                offer = self.programme.offer_for(category)
                 cid = coupon_codes.new_id()
                 digest = self.ring.coupon_digest(cid)
-                stored_expiry = self.policy.coarsen(expires).isoformat()
                 sealed = self.ring.seal_coupon_id(cid, digest)
-                new.append((digest, card.id, pick.category, offer.kind, offer.value, today_s, stored_expiry, sealed))
+                new.append((digest, card.id, category, offer.kind, offer.value, today_s, stored_expiry, sealed))
                 # signed before the rows are written: a coupon that cannot be printed is never recorded
-                printed.append(self._print_coupon(rec.card, cid, pick.category, offer.kind, offer.value, expires, True))
+                printed.append(self._print_coupon(rec.card, cid, category, offer.kind, offer.value, expires, True))
             self.store.add_coupons(new)
         return Entrance(printed, relinked)
+
+    def _arm(self, token: bytes, day: date) -> str:
+        """The card's coupon arm on ``day`` (:mod:`anoncard.arms`): targeted unless the programme's
+        campaign holds cards out, which the policy must give a purpose for.
+
+        Raises:
+            ProgrammeError: the programme splits cards into arms but the policy declares no
+                ``uplift_purpose``.
+        """
+        campaign = self.programme.campaign
+        if not campaign.measures:
+            return "targeted"
+        if self.policy.insights is None or self.policy.insights.uplift_purpose is None:
+            raise ProgrammeError(
+                "programme: campaign.random and campaign.holdout hold cards out of targeted coupons, which needs "
+                "a purpose in the policy ([insights] uplift_purpose)"
+            )
+        return arms.arm(self.ring, campaign, token, arms.period_of(campaign, day))
 
     def _suggestible(self, category: str) -> bool:
         """A coupon may be printed for a declared, non-sensitive category that has an offer
@@ -1291,6 +1401,15 @@ def _week(day: str) -> str:
 
 def _category_cents(doc: Document, category: str) -> int:
     return sum(row[1] for row in json.loads(doc.lines) if row[0] == category)
+
+
+def _with_ghosts(coupons: list[CouponRow], ghosts: list[GhostRow]) -> list[CouponRow]:
+    """A card's coupons and ghost coupons as one list, oldest first: a ghost is a coupon that was
+    never printed, so never used and never reprinted (no sealed id)."""
+    if not ghosts:
+        return coupons
+    as_rows = [CouponRow(b"", g.category, "ghost", 0, g.issued_day, g.expires_day, None, None) for g in ghosts]
+    return sorted([*coupons, *as_rows], key=lambda c: c.issued_day)  # stable: same-day order kept
 
 
 def _resting(finished: list[CouponRow], today: date, rest_after: int, rest_days: int) -> set[str]:

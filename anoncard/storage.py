@@ -145,6 +145,42 @@ class CouponUse:
 
 
 @dataclass(frozen=True, slots=True)
+class GhostRow:
+    """A ghost coupon: the engine's pick for a card in the holdout arm, recorded, never printed."""
+
+    card_id: int
+    category: str
+    issued_day: str
+    expires_day: str
+
+
+@dataclass(frozen=True, slots=True)
+class OfferRow:
+    """A coupon printed for a card (its category and days), for the uplift release."""
+
+    card_id: int
+    category: str
+    issued_day: str
+    expires_day: str
+
+
+@dataclass(frozen=True, slots=True)
+class DiscountRow:
+    """A card's coupon discounts over a span, in cents, for the uplift release."""
+
+    card_id: int
+    cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """A card's id and its keyed token: what the uplift release draws each card's arm from."""
+
+    card_id: int
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """One entry of the hash-chained event log."""
 
@@ -226,6 +262,13 @@ class Storage(Protocol):
     def visit_rows(self, first: str, last: str) -> list[VisitRow]: ...
     def first_visit_days(self) -> dict[int, str]: ...
     def coupon_uses(self, first: str, last: str) -> list[CouponUse]: ...
+    def count_events(self, kind: str, first: str, last: str) -> int: ...
+    def discount_rows(self, first: str, last: str) -> list[DiscountRow]: ...
+    def card_tokens(self) -> list[TokenRow]: ...
+    def offer_rows(self, first: str, last: str) -> list[OfferRow]: ...
+    def ghost_rows(self, first: str, last: str) -> list[GhostRow]: ...
+    def card_ghosts(self, card_id: int, since: str) -> list[GhostRow]: ...
+    def add_ghosts(self, rows: list[GhostRow]) -> None: ...
     def schema(self) -> dict[str, list[str]]: ...
     def distinct_values(self, table: str, column: str) -> list[object]: ...
     def count_before(self, table: str, column: str, day: str) -> int: ...

@@ -53,12 +53,16 @@ from .storage import (
     Card,
     CouponRow,
     CouponUse,
+    DiscountRow,
     Document,
     DocumentCoupon,
     Event,
     FoundCoupon,
+    GhostRow,
+    OfferRow,
     SpendRow,
     TerminalRow,
+    TokenRow,
     VisitRow,
 )
 
@@ -390,9 +394,32 @@ def _migrate_7(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_8(conn: sqlite3.Connection) -> None:
+    """Ghost coupons: what the entrance would have printed for a card in the holdout arm.
+
+    One row per card, day and category (the card id is part of the key, so an erasure, an
+    export and a retired key version reach them as they reach coupons). No coupon id, no
+    offer: the category and the days are what the uplift release compares and what the
+    caps and fatigue rules count.
+    """
+    conn.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS ghosts (
+            card_id INTEGER NOT NULL REFERENCES cards(id), issued_day TEXT NOT NULL, category TEXT NOT NULL,
+            expires_day TEXT NOT NULL,
+            PRIMARY KEY (card_id, issued_day, category)
+        ) WITHOUT ROWID, STRICT;
+        CREATE INDEX IF NOT EXISTS ghosts_issued_day ON ghosts (issued_day);
+        """
+    )
+
+
 # Numbered migrations, applied in ascending order above the database's user_version;
 # the schema version is the highest number.
-_MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6, 7: _migrate_7}
+_MIGRATIONS = {
+    1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6, 7: _migrate_7,
+    8: _migrate_8,
+}  # fmt: skip
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
@@ -431,6 +458,7 @@ def integrity_problems(path: str | Path) -> list[str]:
 # holder's export shows and what an erasure deletes (children before parents).
 CARD_TABLES: tuple[tuple[str, str], ...] = (
     ("coupons", "card_id"),
+    ("ghosts", "card_id"),
     ("recovery", "card_id"),
     ("ledger", "card_id"),
     ("txns", "card_id"),
@@ -441,7 +469,7 @@ CARD_TABLES: tuple[tuple[str, str], ...] = (
 )
 # What each of those tables is read in order of, for an export that reads the same every time.
 _CARD_ORDER = {
-    "coupons": "issued_day, id", "recovery": "card_id", "ledger": "id", "txns": "id",
+    "coupons": "issued_day, id", "ghosts": "issued_day, category", "recovery": "card_id", "ledger": "id", "txns": "id",
     "history": "day, category", "visits": "day", "affinity": "category", "cards": "id",
 }  # fmt: skip
 
@@ -727,6 +755,7 @@ class Store:
         """Delete every card under ``key_version`` (which must be retired) and all it held."""
         where = "card_id IN (SELECT id FROM cards WHERE key_version = ?)"
         self.conn.execute(f"DELETE FROM coupons WHERE {where}", (key_version,))
+        self.conn.execute(f"DELETE FROM ghosts WHERE {where}", (key_version,))
         self.conn.execute(f"DELETE FROM recovery WHERE {where}", (key_version,))
         for table in ("ledger", "txns", "history", "visits", "affinity"):
             if table == "txns":  # refunds point at their checkout: children first
@@ -943,7 +972,7 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         """Row counts per table, for summaries and audits."""
-        tables = ("cards", "txns", "ledger", "history", "visits", "affinity", "coupons", "events")
+        tables = ("cards", "txns", "ledger", "history", "visits", "affinity", "coupons", "ghosts", "events")
         return {t: self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
 
     # -- retention -----------------------------------------------------------------
@@ -972,6 +1001,7 @@ class Store:
             "DELETE FROM coupons WHERE issued_day < ? OR redeemed_txn IN (SELECT id FROM txns WHERE day < ?)",
             (cutoff, cutoff),
         ).rowcount
+        ghosts = self.conn.execute("DELETE FROM ghosts WHERE issued_day < ?", (cutoff,)).rowcount
         old_docs = "SELECT id FROM txns WHERE day < ?"
         carried = self.conn.execute(
             "SELECT card_id, sum(points) FROM ledger"
@@ -991,7 +1021,12 @@ class Store:
             "INSERT INTO ledger (card_id, txn_id, points, day) VALUES (?, NULL, ?, ?)",
             [(card_id, points, cutoff) for card_id, points in carried],
         )
-        return {"documents compacted": documents, "carried entries": len(carried), "coupons dropped": coupons}
+        return {
+            "documents compacted": documents,
+            "carried entries": len(carried),
+            "coupons dropped": coupons,
+            "ghosts dropped": ghosts,
+        }
 
     def fold_history(self, cutoff: str) -> dict[str, int]:
         """Fold dated history before ``cutoff`` into undated per-card totals; drop old visits."""
@@ -1028,6 +1063,13 @@ class Store:
             ).fetchall()
         return [Event(*r) for r in rows]
 
+    def count_events(self, kind: str, first: str, last: str) -> int:
+        """How many events of ``kind`` the log records from day ``first`` to ``last`` (inclusive)."""
+        return self.conn.execute(
+            # "~" sorts after every timestamp of the day ``last``
+            "SELECT count(*) FROM events WHERE kind = ? AND at >= ? AND at < ?", (kind, first, f"{last}~")
+        ).fetchone()[0]
+
     # -- insights: per-card rows that only the differentially private release reads ------
 
     def spend_rows(self, first: str, last: str) -> list[SpendRow]:
@@ -1060,6 +1102,39 @@ class Store:
             (first, last),
         )
         return [CouponUse(card_id, day, txn is not None) for card_id, day, txn in rows]
+
+    def discount_rows(self, first: str, last: str) -> list[DiscountRow]:
+        """Per card, the coupon discounts of its documents from day ``first`` to ``last`` (refunds
+        give theirs back), for the uplift's net spend."""
+        rows = self.conn.execute(
+            "SELECT card_id, sum(discount_cents) FROM txns WHERE day >= ? AND day <= ? GROUP BY card_id"
+            " ORDER BY card_id",
+            (first, last),
+        )
+        return [DiscountRow(card_id, cents) for card_id, cents in rows]
+
+    def card_tokens(self) -> list[TokenRow]:
+        """Every card's id and token (the uplift release draws the arms from the tokens)."""
+        rows = self.conn.execute("SELECT id, token FROM cards ORDER BY id")
+        return [TokenRow(card_id, token) for card_id, token in rows]
+
+    def offer_rows(self, first: str, last: str) -> list[OfferRow]:
+        """Coupons printed from day ``first`` to ``last`` (inclusive): card, category and days."""
+        rows = self.conn.execute(
+            "SELECT card_id, category, issued_day, expires_day FROM coupons WHERE issued_day >= ? AND issued_day <= ?"
+            " ORDER BY card_id, issued_day, category",
+            (first, last),
+        )
+        return [OfferRow(*r) for r in rows]
+
+    def ghost_rows(self, first: str, last: str) -> list[GhostRow]:
+        """Ghost coupons recorded from day ``first`` to ``last`` (inclusive)."""
+        rows = self.conn.execute(
+            "SELECT card_id, category, issued_day, expires_day FROM ghosts WHERE issued_day >= ? AND issued_day <= ?"
+            " ORDER BY card_id, issued_day, category",
+            (first, last),
+        )
+        return [GhostRow(*r) for r in rows]
 
     # -- read-only inspection for the audit -------------------------------------------
 
@@ -1129,6 +1204,23 @@ class Store:
             "INSERT INTO coupons (id, card_id, category, kind, value, issued_day, expires_day, sealed)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
+        )
+
+    def card_ghosts(self, card_id: int, since: str) -> list[GhostRow]:
+        """A card's ghost coupons recorded since a day, oldest first."""
+        rows = self.conn.execute(
+            "SELECT card_id, category, issued_day, expires_day FROM ghosts WHERE card_id = ? AND issued_day >= ?"
+            " ORDER BY issued_day, category",
+            (card_id, since),
+        )
+        return [GhostRow(*r) for r in rows]
+
+    def add_ghosts(self, rows: list[GhostRow]) -> None:
+        """Record ghost coupons; one already recorded for the card, day and category stays as it is."""
+        self.conn.executemany(
+            "INSERT INTO ghosts (card_id, issued_day, category, expires_day) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (card_id, issued_day, category) DO NOTHING",
+            [(g.card_id, g.issued_day, g.category, g.expires_day) for g in rows],
         )
 
     def find_coupon(self, digest: bytes) -> FoundCoupon | None:

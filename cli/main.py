@@ -800,7 +800,7 @@ def keys_retire(obj, as_json, yes):
     help="Play in this new home and keep it (e.g. to audit it); default: a temporary home.",
 )
 def demo(obj, as_json, seed, cards, checkouts, into):
-    """Play a store week (the week ending today) in a temporary home and summarise it.
+    """Play a store week (the last whole week) in a temporary home and summarise it.
 
     \b
     Example:
@@ -816,6 +816,7 @@ def demo(obj, as_json, seed, cards, checkouts, into):
     with tempfile.TemporaryDirectory(prefix="anoncard-demo-") as tmp:
         where = into or Path(tmp)
         init_home(where)
+        demo_mod.prepare(where)
         with Service.open(where, synchronous="NORMAL") as svc:
             if as_json or not sys.stderr.isatty():
                 summary = demo_mod.run(svc, seed=seed, cards=cards, checkouts=checkouts)
@@ -823,6 +824,9 @@ def demo(obj, as_json, seed, cards, checkouts, into):
                 with click.progressbar(length=checkouts, label="store week", file=sys.stderr) as bar:
                     summary = demo_mod.run(svc, seed=seed, cards=cards, checkouts=checkouts, progress=bar.update)
             summary["insights"] = _demo_insights(svc, into)
+            for key in ("coupon arms", "coupon uplift"):  # a line of their own
+                if key in summary["insights"]:
+                    summary[key] = summary["insights"].pop(key)
     if as_json:
         _print(True, summary, "")
         return
@@ -845,12 +849,32 @@ def _demo_insights(svc: Service, into: Path | None) -> dict:
         "active cards": f"{active['value']:.0f} (95 % interval {active['low']:.0f} to {active['high']:.0f})",
         "note": "a small store gets wide intervals: the noise that hides one card does not shrink with the store",
     }
+    uplift = svc.insights({"report": "uplift"})
+    counts = {f.category: f.value for f in uplift.figures if f.name == "spend per card: cards"}
+    out["coupon arms"] = f"{uplift.first} to {uplift.last}, cards per arm (released): " + ", ".join(
+        f"{arm} {n:.0f}" for arm, n in counts.items()
+    )
+    spend = next((f for f in uplift.figures if f.name == "uplift of spend per card" and f.category.startswith("t")),
+                 None)  # fmt: skip
+    if spend is None:
+        out["coupon uplift"] = "not released: " + uplift.not_released["uplift of spend per card, targeted - holdout"]
+    else:
+        verdict = (
+            "the interval holds 0: at a store this size nobody can tell whether the coupons change spend"
+            if spend.low <= 0 <= spend.high
+            else "the interval leaves 0 out, but it is wide: a store this size measures its coupons only roughly"
+        )
+        out["coupon uplift"] = (
+            f"spend per card, targeted - holdout: {spend.value / 100:+.2f} EUR (95 % interval {spend.low / 100:+.2f} "
+            f"to {spend.high / 100:+.2f}); {verdict}"
+        )
     if into is not None:
         from anoncard import files, report
 
         files.create(into / "insights.html", report.html(release).encode(), field="into")
         files.create(into / "insights.csv", release.to_csv().encode(), field="into")
-        out["report"] = str(into / "insights.html")
+        files.create(into / "uplift.html", report.html(uplift).encode(), field="into")
+        out["report"] = f"{into / 'insights.html'}, {into / 'uplift.html'}"
     return out
 
 
@@ -920,13 +944,27 @@ def _figure_text(f: dict) -> str:
     return f"{what}: {f['value']:.4g} {f['unit']}, 95 % interval {f['low']:.4g} to {high}{scale}"
 
 
-def _insights_text(r: dict) -> str:
+def _bounds_text(r: dict) -> str:
     b = r["bounds"]
+    if r["report"] == "uplift":
+        return (
+            f"bounds per card: S = {b['spend']} cents spend in the period (chosen privately), "
+            f"purchase rate 0 to {b['rate']} basis points"
+        )
+    if r["report"] == "cohorts":
+        return f"bounds per card: one cohort of {b['months']}, active in at most {b['months'] - 1} later months"
+    return (
+        f"bounds per card (chosen privately): K = {b['categories']} categories, C = {b['category_spend']} cents "
+        f"per category, V = {b['visits']} visits, S = {b['spend']} cents, R = {b['coupons']} coupons"
+    )
+
+
+def _insights_text(r: dict) -> str:
     out = [
         f"insights {r['period']} {r['first_day']} to {r['last_day']} ({r['grouping']}), epsilon {r['epsilon']:.4g}",
-        f"bounds per card (chosen privately): K = {b['categories']} categories, C = {b['category_spend']} cents "
-        f"per category, V = {b['visits']} visits, S = {b['spend']} cents, R = {b['coupons']} coupons",
+        _bounds_text(r),
         *(_figure_text(f) for f in r["figures"]),
+        *(f"note: {n}" for n in r.get("notes", [])),
         "not released:",
         *(f"  {what}: {why}" for what, why in r["not_released"].items()),
     ]
@@ -934,12 +972,24 @@ def _insights_text(r: dict) -> str:
 
 
 @command(main, "insights")
-@click.option("--period", type=click.Choice(["week", "4weeks", "quarter"]), default="4weeks", show_default=True)
-@click.option("--ending", help="Last day of the span, a Sunday (YYYY-MM-DD); default the last one before today.")
+@click.option(
+    "--report",
+    type=click.Choice(["figures", "uplift", "cohorts"]),
+    help="What to release: the span's figures (default), the coupon arms' uplift over the last campaign period, "
+    "or the retention of monthly cohorts.",
+)
+@click.option(
+    "--period", type=click.Choice(["week", "4weeks", "quarter"]), help="Span of the figures [default: 4weeks]."
+)
+@click.option(
+    "--ending",
+    help="Last day of the span (YYYY-MM-DD): a Sunday for figures, a campaign period's last day for uplift, a "
+    "month's for cohorts; default the last one before today.",
+)
 @click.option("--grouping", help="Whose figures: chain (the only grouping; tills send no region field).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write a CSV file.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
-def insights_cmd(obj, as_json, period, ending, grouping, csv_path, html_path):
+def insights_cmd(obj, as_json, report, period, ending, grouping, csv_path, html_path):
     """Release differentially private figures of a span; spends privacy budget (recorded, audited).
 
     Every figure comes with its noise scale and a 95 % interval; what is never released
@@ -949,10 +999,13 @@ def insights_cmd(obj, as_json, period, ending, grouping, csv_path, html_path):
     Example:
       anoncard insights --period 4weeks --csv figures.csv --html report.html
       anoncard insights --period week --ending 2026-11-29 --json
+      anoncard insights --report uplift --html uplift.html
+      anoncard insights --report cohorts --csv cohorts.csv
     """
     from anoncard import files
 
-    request = {k: v for k, v in {"period": period, "ending": ending, "grouping": grouping}.items() if v is not None}
+    given = {"report": report, "period": period, "ending": ending, "grouping": grouping}
+    request = {k: v for k, v in given.items() if v is not None}
     release = _run(obj, "insights", request)
     if csv_path is not None:
         files.create(csv_path, release.to_csv().encode(), field="csv")

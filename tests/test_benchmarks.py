@@ -40,3 +40,18 @@ def test_replay_benchmark_runs():
     from benchmarks import replay
 
     assert replay.main(["--limit", "200"])["baskets"] == 200
+
+
+def test_uplift_and_cohort_accuracy_benchmarks_run(tmp_path):
+    from anoncard.policy import Policy
+    from benchmarks import insights as bench
+
+    rules = Policy.default().insights
+    up = bench.synthetic_uplift(rules, 3_000, 1)
+    assert set(up["errors"]) >= {"arm size", "purchase rate by arm", "uplift of spend per card (EUR)"}
+    assert 0 <= up["interval coverage"] <= 1
+    co = bench.synthetic_cohorts(rules, 3_000, 1)
+    assert co["errors"]["cohort size"]["n"] == 12 * bench.DRAWS
+    bench.chain_pages(rules, 2_000, 1, tmp_path)
+    assert "<svg" in (tmp_path / "uplift-chain.html").read_text()
+    assert "<svg" in (tmp_path / "cohorts-chain.html").read_text()

@@ -103,3 +103,35 @@ def test_the_report_renders_in_headless_chromium(shop_home, tmp_path):
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 20_000  # a blank page compresses to a few kilobytes; charts do not
+
+
+def test_the_demo_shows_the_arms_and_the_uplift_and_cohorts_have_charts(tmp_path):
+    demo_home = tmp_path / "demo-home"
+    result = ok(cli(tmp_path / "unused", "demo", "--into", str(demo_home), "--cards", "80", "--checkouts", "500",
+                    "--json"))  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert re.search(r"cards per arm \(released\): targeted \d+, random \d+, holdout \d+", summary["coupon arms"])
+    assert summary["coupon uplift"].startswith(("spend per card, targeted - holdout", "not released: the"))
+    for page in (demo_home / "uplift.html",):
+        text = page.read_text()
+        assert "<svg" in text and "Cards that visited, by arm" in text and "holdout" in text
+        assert not re.search(r"<script|<link|<img|(src|href)=[\"']?https?:|url\((?!#)", text)
+    again = cli(demo_home, "insights", "--report", "uplift")
+    assert again.exit_code == 23 and "uplift releases spending more than epsilon 0.5" in again.stderr
+    out_csv, out_html = tmp_path / "cohorts.csv", tmp_path / "cohorts.html"
+    text = ok(cli(demo_home, "insights", "--report", "cohorts", "--csv", str(out_csv), "--html", str(out_html))).stdout
+    assert "bounds per card: one cohort of 12, active in at most 11 later months" in text
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
+    assert {r["figure"] for r in rows} >= {"cohort size", "retention +1", "retention +11"}
+    page = out_html.read_text()
+    assert "<svg" in page and "Share of each monthly cohort" in page
+    assert not re.search(r"<script|<link|<img|(src|href)=[\"']?https?:|url\((?!#)", page)
+    audit = ok(cli(demo_home, "audit"))
+    assert re.search(r"pass  i insights releases stay within the privacy budget: 3 releases", audit.stdout)
+
+
+def test_an_uplift_with_period_is_refused_naming_the_field(shop_home, tmp_path):
+    home = tmp_path / "home"
+    copy_home(shop_home, home)
+    result = cli(home, "insights", "--report", "uplift", "--period", "week")
+    assert result.exit_code == 3 and "field 'period'" in result.stderr

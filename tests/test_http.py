@@ -274,3 +274,18 @@ def test_a_defect_answers_500_in_the_envelope(shop, monkeypatch):
         ok = c.post("/v1/redeem", json={"card": card, "reward": "coffee", "txn": "d1"}, headers=auth(keys["till"]))
     assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error" and card not in r.text
     assert ok.status_code == 200
+
+
+def test_the_operator_releases_cohorts_over_http_and_an_unknown_report_is_refused(shop):
+    home, keys, _card = shop
+    op = auth(keys["operator"])
+    with live_server(home) as url, httpx.Client(base_url=url) as c:
+        r = c.post("/v1/insights", json={"report": "cohorts"}, headers=op)
+        assert r.status_code == 200, r.text
+        assert r.json()["report"] == "cohorts" and r.json()["bounds"] == {"months": 12}
+        bad = c.post("/v1/insights", json={"report": "profiles"}, headers=op)
+        assert bad.status_code == 400 and "field 'report'" in bad.json()["error"]["message"]
+        assert "profiles" not in bad.text
+        no_holdout = c.post("/v1/insights", json={"report": "uplift"}, headers=op)
+        assert no_holdout.status_code == 409 and "campaign.holdout = 0" in no_holdout.json()["error"]["message"]
+        assert c.post("/v1/insights", json={"report": "cohorts"}, headers=auth(keys["till"])).status_code == 403

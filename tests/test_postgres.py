@@ -198,3 +198,15 @@ def test_anoncard_migrate_reports_the_schema_of_either_backend(home, database):
     out = json.loads(ok(cli(home, "migrate", "--json")).stdout)
     assert out == {"database": out["database"], "backend": "postgresql", "schema_version": PG_SCHEMA_VERSION}
     assert "postgresql://" not in out["database"]  # the URL (and any password in it) is not shown
+
+
+def test_a_schema_2_database_gains_the_ghosts_table(shop, database):
+    """PostgreSQL migration 3 (SQLite's 8) over a database of the schema before it."""
+    home, codes = shop
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("DROP TABLE ghosts")
+        conn.execute("COMMENT ON TABLE generations IS 'anoncard schema 2'")
+    with Service.open(home, clock=fixed_clock) as svc:
+        assert svc.store.schema_version() == PG_SCHEMA_VERSION >= 3
+        assert svc.store.schema()["ghosts"] == ["card_id", "issued_day", "category", "expires_day"]
+        assert svc.balance({"card": codes[0]}).points == 30
