@@ -233,12 +233,19 @@ def scan(text: str, *, region: str = "DE", today: date | None = None) -> list[st
     sign for a K, look-alike letters, tabs and doubled spaces hide nothing."""
     if not isinstance(text, str) or not text:
         return []
-    if not text.isascii() and any(unicodedata.category(ch) == "Cf" for ch in text):
+    if text.isascii():
+        return _scan(normalise(text), region, today)
+    readings = [normalise(text)]
+    if any(unicodedata.category(ch) == "Cf" for ch in text):
         # an invisible character may join two tokens or separate them: scan both readings
-        spaced = "".join(" " if unicodedata.category(ch) == "Cf" else ch for ch in text)
-        found = _scan(normalise(text), region, today)
-        return found + [kind for kind in _scan(normalise(spaced), region, today) if kind not in found]
-    return _scan(normalise(text), region, today)
+        readings.append(normalise("".join(" " if unicodedata.category(ch) == "Cf" else ch for ch in text)))
+    # a compatibility form may hide a boundary that its normal form removes (a circled ideograph
+    # after a house number becomes a letter): the text as written is scanned too
+    readings.append(text.lower())
+    found: list[str] = []
+    for reading in dict.fromkeys(readings):
+        found += [kind for kind in _scan(reading, region, today) if kind not in found]
+    return found
 
 
 def _scan(text: str, region: str, today: date | None) -> list[str]:

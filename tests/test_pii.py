@@ -111,6 +111,11 @@ def test_never_raises_and_never_returns_the_text(text):
 _STREET_WORDS = st.sampled_from(["straße", "Strasse", "str.", "weg", "Allee", "platz", "ring", "street", "Road"])
 
 
+def test_a_compatibility_character_after_the_house_number_hides_no_address():
+    """NFKC turns a circled ideograph into a letter, which removed the boundary after the number."""
+    assert "postal address" in scan("Hauptstraße\u00a00\u3244")
+
+
 @given(
     st.text(max_size=20),
     _STREET_WORDS,
