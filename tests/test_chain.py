@@ -20,6 +20,7 @@ import pytest
 
 from anoncard import Programme, Service, audit
 from anoncard.client import Backoff, TillClient
+from anoncard.errors import KeyRingBehind, UnknownCard
 from tests.http_helpers import add_terminals, live_server
 from tests.test_crash import consistency_problems
 from tests.till_helpers import REPO, ServerProcess, add_till, expected_points, stream_request
@@ -219,3 +220,70 @@ def test_two_store_servers_take_checkouts_while_keys_rotate_and_retire(home, dat
     assert consistency_problems(home / "anoncard.db") == []
     report = audit.run(home)
     assert report.passed, report.to_markdown()
+
+
+def rotate_at_once(svc: Service, barrier: threading.Barrier, outcomes: dict, name: str) -> None:
+    barrier.wait(timeout=30)
+    try:
+        outcomes[name] = svc.rotate_keys()
+    except KeyRingBehind:
+        outcomes[name] = "behind"
+
+
+@pytest.mark.postgres_only
+def test_operators_rotating_on_two_hosts_at_once_never_fork_the_key_ring(home, tmp_path):
+    """Each host has its own ring file and its own file lock. Two rotations started at the same moment
+    on two hosts run one after the other (the database's key-operation lock); the second finds its
+    ring behind and is refused, instead of adding the same version with other key material. After
+    the winner's ring is copied over, a card re-linked by either host is found by both."""
+    host_b = second_host(home, tmp_path)
+    with Service.open(home) as svc:
+        (card,) = svc.issue_cards({"count": 1})
+    for round_ in range(4):
+        services = {"a": Service.open(home), "b": Service.open(host_b)}
+        barrier, outcomes = threading.Barrier(2), {}
+        threads = [threading.Thread(target=rotate_at_once, args=(svc, barrier, outcomes, name))
+                   for name, svc in services.items()]  # fmt: skip
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        for svc in services.values():
+            svc.close()
+        assert sorted(map(str, outcomes.values())) == sorted([str(round_ + 2), "behind"]), outcomes
+        winner = home if outcomes["a"] != "behind" else host_b
+        copy_ring(winner, host_b if winner == home else home, tmp_path)
+        for h in (host_b, home) if round_ % 2 else (home, host_b):  # re-linked by one, found by the other
+            with Service.open(h) as svc:
+                assert svc.balance({"card": card.code}).points == 0
+    assert (home / "keyring.json").read_bytes() == (host_b / "keyring.json").read_bytes()
+
+
+@pytest.mark.postgres_only
+def test_a_card_presented_while_another_server_re_links_it_is_found(home, database):
+    """Server A re-links a card to the new primary key; server B presents the same card meanwhile.
+    B's look-up under the new token misses (not committed yet), its look-up under the old token
+    waits for A's row lock and then no longer matches: B must look again, not answer unknown_card."""
+    with Service.open(home) as svc:
+        (card,) = svc.issue_cards({"count": 1})
+        svc.rotate_keys()
+        (version, token), _old = svc.ring.tokens(card)
+    relinking = psycopg.connect(database)  # server A's transaction, between its re-link and its commit
+    relinking.execute("UPDATE cards SET token = %s, key_version = %s", (token, version))
+    found: dict = {}
+
+    def present() -> None:
+        with Service.open(home) as server_b:
+            try:
+                found["points"] = server_b.balance({"card": card.code}).points
+            except UnknownCard as exc:
+                found["error"] = exc.message
+
+    thread = threading.Thread(target=present)
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive(), found  # waiting for the card row A holds
+    relinking.commit()
+    relinking.close()
+    thread.join(timeout=30)
+    assert found == {"points": 0}
