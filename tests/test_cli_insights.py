@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from anoncard import Service, init_home
-from tests.pg_cluster import give_own_database
+from tests.pg_cluster import copy_database, give_own_database
 
 from .cli_helpers import cli, ok
 
@@ -45,9 +45,16 @@ def shop_home(tmp_path_factory) -> Path:
     return home
 
 
+def copy_home(source: Path, dest: Path) -> None:
+    """A copy of the shop with its own database (on PostgreSQL, a copy of the shop's): each test
+    spends its own privacy budget."""
+    shutil.copytree(source, dest)
+    copy_database(source, dest)
+
+
 def test_insights_writes_json_csv_and_html_and_spends_once(shop_home, tmp_path):
     home = tmp_path / "home"
-    shutil.copytree(shop_home, home)
+    copy_home(shop_home, home)
     out_csv, out_html = tmp_path / "figures.csv", tmp_path / "report.html"
     result = ok(cli(home, "insights", "--period", "4weeks", "--json", "--csv", str(out_csv), "--html", str(out_html)))
     doc = json.loads(result.stdout)
@@ -69,7 +76,7 @@ def test_insights_writes_json_csv_and_html_and_spends_once(shop_home, tmp_path):
 
 def test_insights_text_names_bounds_and_what_is_not_released(shop_home, tmp_path):
     home = tmp_path / "home"
-    shutil.copytree(shop_home, home)
+    copy_home(shop_home, home)
     out = ok(cli(home, "insights", "--period", "week")).stdout
     assert "bounds per card (chosen privately): K = " in out
     assert "categories in this span: figures by category need a span of 28 days" in out
@@ -78,7 +85,7 @@ def test_insights_text_names_bounds_and_what_is_not_released(shop_home, tmp_path
 
 def test_a_region_grouping_is_refused_naming_the_field(shop_home, tmp_path):
     home = tmp_path / "home"
-    shutil.copytree(shop_home, home)
+    copy_home(shop_home, home)
     result = cli(home, "insights", "--grouping", "north-west")
     assert result.exit_code == 3
     assert "field 'grouping'" in result.stderr and "north-west" not in result.stderr
@@ -91,7 +98,7 @@ def test_the_report_renders_in_headless_chromium(shop_home, tmp_path):
             pytest.fail("chromium is needed to render the insights report in CI")
         pytest.skip("chromium is not installed (apt-get install chromium)")
     home = tmp_path / "home"
-    shutil.copytree(shop_home, home)
+    copy_home(shop_home, home)
     page = tmp_path / "report.html"
     ok(cli(home, "insights", "--html", str(page)))
     shot = tmp_path / "shot.png"
