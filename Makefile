@@ -38,10 +38,13 @@ bench: $(BENCH_STAMP)
 bench-suggestions: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/suggestions.py --json benchmarks/results/suggestions.json
 
+STRESS_TESTS := tests/test_reliability.py tests/test_crash.py tests/test_backup.py tests/test_hostile_input.py \
+	tests/test_coupons.py tests/test_offline_kill.py tests/test_chain.py tests/test_postgres.py
+
+# the issue's sizes, on each backend
 stress: $(STAMP)
-	ANONCARD_STRESS=1 $(BIN)/python -m pytest tests/test_reliability.py tests/test_crash.py \
-		tests/test_backup.py tests/test_hostile_input.py tests/test_coupons.py \
-		tests/test_offline_kill.py
+	ANONCARD_STRESS=1 $(BIN)/python -m pytest --backend sqlite $(STRESS_TESTS)
+	ANONCARD_STRESS=1 $(BIN)/python -m pytest --backend postgres $(STRESS_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check anoncard cli tests benchmarks

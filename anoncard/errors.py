@@ -64,6 +64,14 @@ class KeyRingError(AnonCardError):
     exit_code = 6
 
 
+class KeyRingBehind(KeyRingError):
+    """This host's key ring file lacks a key version the database already uses: another server
+    of the chain rotated, and the new ring has not been copied here yet. A state of the server,
+    not of the request: a terminal retries later (HTTP 503), and the request counts once."""
+
+    code = "keyring_behind"
+
+
 class ProgrammeError(AnonCardError):
     """The programme file (earn rate, gifts, rewards) is invalid."""
 

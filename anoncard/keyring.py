@@ -57,7 +57,7 @@ from pathlib import Path
 
 from . import files
 from .cards import CardSecret
-from .errors import KeyRingError
+from .errors import KeyRingBehind, KeyRingError
 from .recovery import RecoveryCode
 
 FORMAT = "anoncard-keyring/1"
@@ -313,15 +313,16 @@ class KeyRing:
         out.
 
         Raises:
-            KeyRingError: ``states`` names a version this ring lacks, or leaves no usable primary.
+            KeyRingBehind: ``states`` names a version this ring lacks (a KeyRingError).
+            KeyRingError: ``states`` leaves no usable primary.
         """
         by_version = {v.version: v for v in self.versions}
         missing = sorted(set(states) - set(by_version))
         if missing:
-            raise KeyRingError(
+            raise KeyRingBehind(
                 f"key ring: the database uses key version(s) {', '.join(f'v{m}' for m in missing)} that the key "
-                "ring file lacks: the file is older than the database; restore the newest key ring export "
-                "(made with 'anoncard keys export') into the home"
+                "ring file lacks: the file is older than the database (another server rotated, or an old ring "
+                "was restored); copy the newest key ring export (made with 'anoncard keys export') into the home"
             )
         versions = []
         for number, state in sorted(states.items()):

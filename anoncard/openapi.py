@@ -110,7 +110,8 @@ _ERRORS = {
     413: "the body is larger than the limit (too_large)",
     415: "the body is not declared as JSON (not_json)",
     429: "too many unknown cards, or unknown recovery codes, from this terminal (rate_limited); see Retry-After",
-    503: "the database is busy or cannot be written; retry (store_error)",
+    503: "the database is busy or cannot be written, or this server's key ring copy lacks the newest key; retry"
+    " (store_error, keyring_behind)",
 }
 
 

@@ -39,6 +39,7 @@ from .store import CARD_TABLES, Store
 # arbitrary constants naming anoncard's advisory locks
 _EVENT_LOCK = 0x616E6F6E_0001
 _MIGRATION_LOCK = 0x616E6F6E_0002
+_KEY_LOCK = 0x616E6F6E_0003
 
 _FUNCTIONS = """
 CREATE OR REPLACE FUNCTION anoncard_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -469,6 +470,26 @@ class PostgresStore(Store):
             if not self.conn.raw.broken and not self.conn.raw.closed:
                 self.conn.raw.execute("ROLLBACK")
 
+    @contextmanager
+    def key_operation_lock(self) -> Iterator[None]:
+        """Hold anoncard's key-operation lock of this database: a session advisory lock on a
+        connection of its own, kept across the ring file write and the transactions of a key
+        operation (and through a restore, which reconnects the store's own connection).
+
+        Each server host has its own ring file and its own ring file lock, so without this two
+        operators rotating on two hosts at once would each add the same version number with
+        different key material. With it they run one after the other, and the second finds
+        its ring file behind the database (KeyRingBehind) instead of forking the ring. A lost
+        connection ends the session and so the lock; the operation's own transactions then
+        fail too."""
+        conn = self._connect()
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_KEY_LOCK,))
+            yield
+        finally:
+            with suppress(psycopg.Error):
+                conn.close()  # the session's end releases the lock
+
     def checkpoint(self) -> bool:
         """Vacuum the per-card tables, so the space of purged rows is marked free for reuse.
 
@@ -486,11 +507,20 @@ class PostgresStore(Store):
     def find_card(self, tokens: list[tuple[int, bytes]]) -> Card | None:
         """The card whose stored token is one of ``(version, token)``, its row locked until the
         transaction ends, with the balance read after the lock (so it includes every checkout
-        committed before)."""
-        for version, token in tokens:
-            row = self.conn.execute("SELECT id, key_version FROM cards WHERE token = ? FOR UPDATE", (token,)).fetchone()
-            if row is not None and row[1] == version:
-                return Card(row[0], row[1], self._sum(row[0]))
+        committed before).
+
+        A second pass when no token matched: a concurrent presentation of the same card may have
+        re-linked it to the primary key meanwhile. Then the primary token was not yet committed
+        when it was looked up, and the old token's ``FOR UPDATE`` waited for that re-link and
+        found the row no longer matching; each statement of READ COMMITTED sees what committed
+        before it, so the second pass finds the card under its new token."""
+        for _pass in range(2):
+            for version, token in tokens:
+                row = self.conn.execute(
+                    "SELECT id, key_version FROM cards WHERE token = ? FOR UPDATE", (token,)
+                ).fetchone()
+                if row is not None and row[1] == version:
+                    return Card(row[0], row[1], self._sum(row[0]))
         return None
 
     def lock_card(self, card_id: int) -> None:

@@ -51,6 +51,7 @@ STATUS: dict[str, int] = {
     "not_json": 415,
     "rate_limited": 429,
     "store_error": 503,
+    "keyring_behind": 503,  # this server's key ring copy lacks the newest key: retry once it is copied
     "output_error": 503,  # an output (a backup) could not be written: a full disk, retry later
 }
 """HTTP status per error code; any other code (a broken home, a bug) is a 500."""

@@ -30,8 +30,10 @@ KeyRingError if the file is older than the database. So a long-lived process nev
 tokenises under a key another process rotated away or retired, and a card it
 presents after a rotation is re-linked to the new primary before any retirement can
 purge it. Key operations (rotate, retire, restore, :meth:`Service.prepare`) run
-under the ring file's lock (:func:`anoncard.keyring.key_lock`), which spans the file
-write and the database transaction, one process at a time.
+under the ring file's lock (:func:`anoncard.keyring.key_lock`) and the database's
+key-operation lock (``Storage.key_operation_lock``: on PostgreSQL an advisory lock, so
+servers of different hosts, each with its own ring file, are served one at a time too),
+which span the file write and the database transaction.
 
 Opening writes nothing (the audit opens homes it must not change). The records a
 process owes the event log at start - the policy and programme in force - are made
@@ -427,7 +429,7 @@ class Service:
         Raises:
             KeyRingError: the key ring file is older than the database, or another ring.
         """
-        with key_lock(self.ring_path):
+        with key_lock(self.ring_path), self.store.key_operation_lock():
             self._reconcile_keys()
         return self
 
@@ -1142,7 +1144,7 @@ class Service:
     def _key_operation(self) -> Iterator[KeyRing]:
         """Hold the key lock, bring file and database into agreement, and yield the ring file's
         keys for the operation to change; afterwards ``self.ring`` follows the database."""
-        with key_lock(self.ring_path):
+        with key_lock(self.ring_path), self.store.key_operation_lock():
             self._reconcile_keys()
             try:
                 yield self._file_ring
@@ -1230,7 +1232,7 @@ class Service:
         Raises:
             StoreError: the backup is missing, damaged or of another schema version.
         """
-        with key_lock(self.ring_path):
+        with key_lock(self.ring_path), self.store.key_operation_lock():
             keys_before, stats_before = self.store.key_generation(), self.store.stats_generation()
             self.store.restore_from(source)
             self._stats, self._recorded = None, False

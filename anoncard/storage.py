@@ -22,12 +22,15 @@ They are correct under concurrent writers on both backends:
 * PostgreSQL runs READ COMMITTED and locks what it reads before it writes from it: the
   card row is locked (``SELECT ... FOR UPDATE``) when a write transaction finds a card or
   reads its balance, so two checkouts on one card queue on the row and the second reads
-  the balance the first committed; a coupon is marked used by one
-  ``UPDATE ... WHERE redeemed_txn IS NULL``, which a concurrent marker waits for and then
-  finds nothing to update; the event log is appended under a transaction-scoped advisory
-  lock, taken before the last event is read. A document number is unique by a unique
-  index, inserted with ``ON CONFLICT DO NOTHING``: of two concurrent inserts one wins and
-  the other sees a retry. A deadlock or serialisation failure (none is expected, as every
+  the balance the first committed (a presentation that waited for a row another one
+  re-linked to the primary key finds it no longer matching the old token, and looks
+  again); a coupon is marked used by one ``UPDATE ... WHERE redeemed_txn IS NULL``,
+  which a concurrent marker waits for and then finds nothing to update; the event log is
+  appended under a transaction-scoped advisory lock, taken before the last event is read.
+  Key operations also hold a session advisory lock, so operators on hosts with separate
+  key ring files run them one at a time. A document number is unique by a unique index,
+  inserted with ``ON CONFLICT DO NOTHING``: of two concurrent inserts one wins and the
+  other sees a retry. A deadlock or serialisation failure (none is expected, as every
   transaction locks at most one card) rolls back and reaches the caller as a StoreError
   to retry, like a busy SQLite database.
 
@@ -215,6 +218,7 @@ class Storage(Protocol):
     def transaction(self) -> AbstractContextManager[None]: ...
     def reading(self) -> AbstractContextManager[None]: ...
     def maintenance(self) -> AbstractContextManager[None]: ...
+    def key_operation_lock(self) -> AbstractContextManager[None]: ...
     def backup(self, dest: str | Path) -> dict[str, int]: ...
     def restore_from(self, source: str | Path) -> None: ...
     def checkpoint(self) -> bool: ...

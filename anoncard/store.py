@@ -43,7 +43,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -679,6 +679,11 @@ class Store:
         finally:
             src.close()
         self._migrate()  # a backup from an older anoncard is brought up to this schema
+
+    def key_operation_lock(self) -> AbstractContextManager[None]:
+        """Nothing to add on SQLite: the database is a file of the home, so the ring file's lock
+        (:func:`anoncard.keyring.key_lock`) already covers every process that can write it."""
+        return nullcontext()
 
     def checkpoint(self) -> bool:
         """Copy every WAL frame into the database file and truncate the WAL to zero bytes, so rows

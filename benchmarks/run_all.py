@@ -20,6 +20,7 @@ from benchmarks import (  # noqa: E402
     cli_startup,
     entrance,
     http_server,
+    postgres,
     replay,
     scale,
     serve,
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         "replay": (replay, ["--limit", "3000"] if q else []),
         "entrance": (entrance, ["--limit-households", "60", "--n", "200"] if q else []),
         "suggestions": (suggestions, ["--limit-households", "60"] if q else []),
+        "postgres": (postgres, ["--n", "40", "--rounds", "1", "--sizes", "1000,5000", "--ops", "50",
+                                "--latency-rounds", "1", "--replay-limit", "500"] if q else []),
     }  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     out: dict = {"when": datetime.now().isoformat(timespec="seconds"), "machine": platform.platform()}
@@ -107,6 +110,9 @@ def table(r: dict) -> str:
              f"p50 {hs['latency_p50_ms_at_half_max']} ms", f"p99 {hs['latency_p99_ms_at_half_max']} ms, "
              f"server peak RSS {hs['server_peak_rss_mib_latency_run']} MiB", "for reference"),
         ]
+    pg = r.get("postgres")
+    if pg:
+        rows += postgres_rows(pg)
     lines = [f"# anoncard benchmarks ({r['when']})", "", f"Machine: {r['machine']}", "",
              "| measure | value | compared | target |", "|---|---|---|---|"]  # fmt: skip
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
@@ -115,6 +121,36 @@ def table(r: dict) -> str:
         "Database bytes per card: " + ", ".join(f"{x['cards']}: {x['db_bytes_per_card']}" for x in sc["rows"]),
     ]
     return "\n".join(lines) + "\n"
+
+
+def postgres_rows(pg: dict) -> list[tuple[str, str, str, str]]:
+    """The PostgreSQL rows of the table (benchmarks/postgres.py: fsync and synchronous_commit on)."""
+    rows = []
+    tp = pg.get("throughput")
+    if tp:
+        med = tp["checkouts_per_s_median"]
+        for c, ratio in tp["ratio_library_to_raw"].items():
+            rows.append((f"PostgreSQL checkout, library vs raw psycopg, {c} connection(s) (durable)",
+                         f"{med[f'library_pg_{c}']} vs {med[f'raw_pg_{c}']} /s", f"ratio {ratio}", ">= 0.5"))
+        if "ratio_pg_to_sqlite_8_terminals" in tp:
+            rows.append(("8 terminal processes, PostgreSQL vs SQLite (FULL), library",
+                         f"{med['library_pg_8']} vs {med['library_sqlite_8']} /s",
+                         f"ratio {tp['ratio_pg_to_sqlite_8_terminals']}", "for reference"))
+    rp = pg.get("replay")
+    if rp:
+        rows.append((f"replay of the year through PostgreSQL ({rp['terminals']} terminals)",
+                     f"{rp['baskets']} baskets in {rp['wall_s']} s ({rp['baskets_per_s']}/s)",
+                     f"database {rp['db_mb']} MB", "for reference"))
+    sc = pg.get("scale")
+    if sc:
+        small, big, ratio = sc["rows"][0], sc["rows"][-1], sc["ratio_largest_to_smallest"]
+        for q in ("p50", "p99"):
+            rows.append((f"PostgreSQL growth {small['cards']} -> {big['cards']} cards, {q} (ratio: median of rounds)",
+                         f"enter {small['enter'][f'{q}_ms']} -> {big['enter'][f'{q}_ms']} ms, "
+                         f"x{ratio[f'enter_{q}_ms']}",
+                         f"checkout {small['checkout'][f'{q}_ms']} -> {big['checkout'][f'{q}_ms']} ms, "
+                         f"x{ratio[f'checkout_{q}_ms']}", "<= 1.5"))
+    return rows  # fmt: skip
 
 
 if __name__ == "__main__":

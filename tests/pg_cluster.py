@@ -2,9 +2,10 @@
 only on a unix socket there, one fresh database per test from a migrated template.
 
 As root, the server runs as the ``postgres`` user (pg_ctl refuses root) via runuser. The
-cluster runs with fsync off: a test kills server processes, never the machine, and a
+test cluster runs with fsync off: a test kills server processes, never the machine, and a
 killed server's writes sit in the page cache for its restart (synchronous_commit stays on,
-so an acknowledged commit is in the WAL the restart replays).
+so an acknowledged commit is in the WAL the restart replays). The benchmarks start a
+``Cluster(durable=True)``: fsync and full page writes on, as in production.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ def bindir() -> Path:
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False, settings: dict[str, str] | None = None) -> None:
+        """``durable``: fsync and full page writes on (the server's defaults); ``settings``: more
+        ``-c name=value`` server options."""
+        self.durable = durable
+        self.settings = dict(settings or {})
         self.dir = Path(tempfile.mkdtemp(prefix="anoncard-pg-"))
         self.data = self.dir / "data"
         self.bin = bindir()
@@ -65,7 +70,10 @@ class Cluster:
         self.start()
 
     def _options(self) -> str:
-        return f"-c listen_addresses='' -c unix_socket_directories={self.dir} -c fsync=off -c full_page_writes=off"
+        options = f"-c listen_addresses='' -c unix_socket_directories={self.dir}"
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
+        return options + "".join(f" -c {name}={value}" for name, value in self.settings.items())
 
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-o", self._options(), "-l", str(self.dir / "log"), "-w", "start")

@@ -55,3 +55,15 @@ def test_uplift_and_cohort_accuracy_benchmarks_run(tmp_path):
     bench.chain_pages(rules, 2_000, 1, tmp_path)
     assert "<svg" in (tmp_path / "uplift-chain.html").read_text()
     assert "<svg" in (tmp_path / "cohorts-chain.html").read_text()
+
+
+@pytest.mark.postgres_only
+def test_postgres_benchmark_runs_on_a_durable_cluster_of_its_own():
+    from benchmarks import postgres
+
+    r = postgres.main(["--n", "16", "--rounds", "1", "--sizes", "300,600", "--ops", "5", "--latency-rounds", "1",
+                       "--skip", "replay"])  # fmt: skip
+    assert r["durability"].startswith("fsync on")
+    assert set(r["throughput"]["ratio_library_to_raw"]) == {"1", "8"}
+    assert all(v > 0 for v in r["throughput"]["checkouts_per_s_median"].values())
+    assert [row["cards"] for row in r["scale"]["rows"]] == [300, 600]

@@ -124,8 +124,7 @@ def test_the_audit_checks_the_schema_through_information_schema_and_integrity_th
 
 # -- a server killed under load ----------------------------------------------------------
 
-WRITERS = 4
-PER_WRITER = 40
+WRITERS, PER_WRITER = (8, 200) if os.environ.get("ANONCARD_STRESS") == "1" else (4, 40)
 
 
 def _writer(home: str, codes: list[str], w: int, acks: str) -> None:

@@ -97,7 +97,7 @@ def test_one_http_status_per_code_as_the_wire_contract_says():
         "unknown_card": 404, "not_found": 404, "method_not_allowed": 405, "ledger_error": 409, "coupon_error": 409,
         "keyring_error": 409, "insights_refused": 409,
         "too_large": 413, "not_json": 415, "rate_limited": 429, "store_error": 503,
-            "output_error": 503,
+        "keyring_behind": 503, "output_error": 503,
     }  # fmt: skip
     classes = [cls for _, cls in inspect.getmembers(errors, inspect.isclass) if issubclass(cls, errors.AnonCardError)]
     codes = {cls.code for cls in classes}
