@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,insights]'
+	$(BIN)/pip install --quiet -e '.[test,insights,suggest]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/ruff check anoncard cli tests benchmarks
 
 $(BENCH_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,insights,bench]'
+	$(BIN)/pip install --quiet -e '.[test,insights,suggest,bench]'
 	touch $(BENCH_STAMP) $(STAMP)
 
 bench: $(BENCH_STAMP)
