@@ -50,10 +50,15 @@ MAX_CARDS = 12_000  # a seeded sample of cards beyond this: 30 000 origins need 
 
 @dataclass
 class Origin:
+    """A held-out visit day: the card as read that morning, what it bought, its candidates'
+    chances under the held-out model (filled in once, then replayed under each setting)."""
+
     card: CardHistory
     bought: set[str]
     habits: list[str]
     lapsed: list[str]
+    p: dict[str, float] | None = None
+    q: dict[str, float] | None = None
 
 
 @dataclass
@@ -64,36 +69,26 @@ class FitReport:
     validation: dict
 
 
-def origins_of(
-    visit_days: list[int],
-    days: dict[str, list[int]],
-    affinity: list[tuple[str, int]],
-    *,
-    start: int,
-    end: int,
-    discovery_weeks: int,
-) -> Iterable[tuple[CardHistory, set[str]]]:
-    """Each visit day in ``[start, end]`` of one card, with its history as read that morning."""
-    for i in range(bisect_left(visit_days, start), len(visit_days)):
-        day = visit_days[i]
-        if day > end:
-            break
-        lo = max(0, i - WINDOW_VISIT_DAYS)
-        if i - lo == WINDOW_VISIT_DAYS:  # the window reaches back at least discovery_weeks
-            lo = min(lo, bisect_left(visit_days, day - 7 * discovery_weeks))
-        if i == lo:
-            continue  # nothing known before the first visit: the store's best, nothing to learn
-        window = visit_days[lo:i]
-        first = window[0]
-        seen = {}
-        bought = set()
-        for c, ds in days.items():
-            j, k = bisect_left(ds, first), bisect_left(ds, day)
-            if j < k:
-                seen[c] = ds[j:k]
-            if k < len(ds) and ds[k] == day:
-                bought.add(c)
-        yield CardHistory.of_days(day, window, seen, affinity), bought
+def origin(
+    visit_days: list[int], days: dict[str, list[int]], affinity: list, i: int, discovery_weeks: int
+) -> tuple[CardHistory, set[str]]:
+    """The card on its ``i``-th visit day, as the entrance read it that morning
+    (``Store.card_profile``'s window), and what it bought that day."""
+    day = visit_days[i]
+    lo = max(0, i - WINDOW_VISIT_DAYS)
+    if i - lo == WINDOW_VISIT_DAYS:  # the window reaches back at least discovery_weeks
+        lo = min(lo, bisect_left(visit_days, day - 7 * discovery_weeks))
+    window = visit_days[lo:i]
+    first = window[0]
+    seen = {}
+    bought = set()
+    for c, ds in days.items():
+        j, k = bisect_left(ds, first), bisect_left(ds, day)
+        if j < k:
+            seen[c] = ds[j:k]
+        if k < len(ds) and ds[k] == day:
+            bought.add(c)
+    return CardHistory.of_days(day, window, seen, affinity), bought
 
 
 def fit(
@@ -128,8 +123,10 @@ def fit(
     end = today.toordinal()
     start, valid_start = end - train_days + 1, end - valid_days + 1
     rng = random.Random(seed)
-    origins: list[tuple[int, Origin]] = []
-    n_cards = 0
+    # first only where the origins are (a card and a visit day), so that a sample is drawn
+    # before any features are made and only the held-out days are kept as objects
+    parsed: list[tuple[list[int], dict[str, list[int]], list]] = []
+    refs: list[tuple[float, int, int]] = []
     for history, affinity, visits in cards:
         visit_days = sorted({date.fromisoformat(d).toordinal() for d, n in visits if n > 0})
         days: dict[str, list[int]] = {}
@@ -138,31 +135,49 @@ def fit(
                 days.setdefault(c, []).append(date.fromisoformat(d).toordinal())
         for ds in days.values():
             ds.sort()
-        n_cards += 1
-        for card, bought in origins_of(
-            visit_days, days, list(affinity), start=start, end=end, discovery_weeks=discovery_weeks
-        ):
-            habits, lapsed = card.candidates(stats, discovery_weeks, usable)
-            origins.append((rng.random(), Origin(card, bought, habits, lapsed)))
-    if len(origins) > max_origins:
-        origins.sort(key=lambda o: o[0])
-        origins = origins[:max_origins]
-    train = [o for _r, o in origins if o.card.today < valid_start]
-    valid = [o for _r, o in origins if o.card.today >= valid_start]
-    if not train or not valid:
+        index = len(parsed)
+        parsed.append((visit_days, days, list(affinity)))
+        for i in range(bisect_left(visit_days, start), len(visit_days)):
+            if i > 0 and visit_days[i] <= end:
+                refs.append((rng.random(), index, i))
+    n_cards = len(parsed)
+    if len(refs) > max_origins:
+        refs.sort()
+        refs = refs[:max_origins]
+    refs.sort(key=lambda r: (r[1], r[2]))
+    shape = len(FEATURES)
+    train = {"habits": (array("d"), array("d")), "lapsed": (array("d"), array("d"))}
+    valid: list[Origin] = []
+    for _r, index, i in refs:
+        visit_days, days, affinity = parsed[index]
+        card, bought = origin(visit_days, days, affinity, i, discovery_weeks)
+        habits, lapsed = card.candidates(stats, discovery_weeks, usable)
+        if card.today >= valid_start:
+            valid.append(Origin(card, bought, habits, lapsed))
+            continue
+        for which, candidates in (("habits", habits), ("lapsed", lapsed)):
+            x, y = train[which]
+            for c in candidates:
+                x.extend(card.features(c, stats))
+                y.append(1.0 if c in bought else 0.0)
+    n_train = sum(1 for _r, index, i in refs if parsed[index][0][i] < valid_start)
+    if not n_train or not valid:
         raise ModelError(f"too little history to fit: need visits in the last {train_days} days, before and within"
                          f" the last {valid_days}")  # fmt: skip
 
-    def matrix(part: list[Origin], which: str):
+    def matrix(x: array, y: array):
+        return np.frombuffer(x, dtype=np.float64).reshape(-1, shape), np.frombuffer(y, dtype=np.float64)
+
+    def held_out(which: str):
         x, y = array("d"), array("d")
-        for o in part:
+        for o in valid:
             for c in getattr(o, which):
                 x.extend(o.card.features(c, stats))
                 y.append(1.0 if c in o.bought else 0.0)
-        return np.frombuffer(x, dtype=np.float64).reshape(-1, len(FEATURES)), np.frombuffer(y, dtype=np.float64)
+        return matrix(x, y)
 
-    data = {(part, which): matrix(p, which) for part, p in (("train", train), ("valid", valid))
-            for which in ("habits", "lapsed")}  # fmt: skip
+    data = {("train", which): matrix(*train[which]) for which in train}
+    data |= {("valid", which): held_out(which) for which in train}
     t1 = tick()
     params = {**PARAMS, "seed": seed}
 
@@ -181,6 +196,8 @@ def fit(
     habit_held, habit_rounds = boost("habits", None)
     lapsed_held, lapsed_rounds = boost("lapsed", None)
     held = Model(export(habit_held), export(lapsed_held), 90.0, 2.0, 0.0, {})
+    for o in valid:
+        o.p, o.q = ranker.scores(o.card, o.habits, o.lapsed, stats=stats, model=held)
     # the set choice's parameters, on the held-out days
     scores = {}
     for h in HALF_LIVES:
@@ -195,7 +212,7 @@ def fit(
     habit, _ = boost("habits", habit_rounds)
     lapsed, _ = boost("lapsed", lapsed_rounds)
     rows = sum(len(data[(p, w)][1]) for p in ("train", "valid") for w in ("habits", "lapsed"))
-    fitted = {"day": today.isoformat(), "cards": n_cards, "origins": len(origins), "rows": rows, "seed": seed}
+    fitted = {"day": today.isoformat(), "cards": n_cards, "origins": len(refs), "rows": rows, "seed": seed}
     model = Model(export(habit), export(lapsed), half_life, smoothing, weight, fitted)
     t2 = tick()
     validation = {
@@ -203,7 +220,7 @@ def fit(
         "by_discovery_weight": {str(w): r for w, r in weights.items()},
         "habit_trees": habit_rounds,
         "discovery_trees": lapsed_rounds,
-        "train_origins": len(train),
+        "train_origins": n_train,
         "valid_origins": len(valid),
     }
     return FitReport(model, round(t1 - t0, 3), round(t2 - t1, 3), validation)
@@ -220,8 +237,7 @@ def _replay(
     """hit@3, precision@3 and discovery of the chosen three on held-out visit days."""
     hits = bought = shown = found = 0
     for o in origins:
-        picks = ranker.choose_for(o.card, o.habits, o.lapsed, stats=stats, model=model, department=department,
-                                  discovery_weeks=discovery_weeks, discovery_weight=weight)  # fmt: skip
+        picks = ranker.pick(o.card, o.p, o.q, model=model, department=department, discovery_weight=weight)
         got = [p.category for p in picks if p.category in o.bought]
         hits += bool(got)
         bought += len(got)

@@ -427,30 +427,36 @@ def choose(
     if not card.visit_days:
         return store_best(stats, k=k, usable=usable, department=department)
     habits, lapsed = card.candidates(stats, discovery_weeks, usable)
-    return choose_for(card, habits, lapsed, stats=stats, model=model, k=k, department=department,
-                      discovery_weeks=discovery_weeks, discovery_weight=weight)  # fmt: skip
+    p, q = scores(card, habits, lapsed, stats=stats, model=model)
+    return pick(card, p, q, model=model, k=k, department=department, discovery_weight=weight)
 
 
-def choose_for(
-    card: CardHistory,
-    habits: list[str],
-    lapsed: list[str],
-    *,
-    stats: StoreStats,
-    model: Model,
-    k: int = 3,
-    department: Callable[[str], str] = lambda c: c,
-    discovery_weeks: int = 8,
-    discovery_weight: float = 0.0,
-) -> list[Suggestion]:
-    """:func:`choose` on candidates already found (the fit's validation replays this)."""
-    weight = discovery_weight
+def scores(
+    card: CardHistory, habits: list[str], lapsed: list[str], *, stats: StoreStats, model: Model
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The habit model's chance of each habit candidate, the discovery model's of each lapsed
+    or new one."""
     p = {}
     for c in habits:
         p[c] = model.habit.probability(card.features(c, stats))
         if card.days[c][-1] == card.today:
             p[c] *= RESTOCK_TODAY
     q = {c: model.discovery.probability(card.features(c, stats)) for c in lapsed}
+    return p, q
+
+
+def pick(
+    card: CardHistory,
+    p: dict[str, float],
+    q: dict[str, float],
+    *,
+    model: Model,
+    k: int = 3,
+    department: Callable[[str], str] = lambda c: c,
+    discovery_weight: float = 0.0,
+) -> list[Suggestion]:
+    """The set of ``k`` from the candidates' chances (``model`` gives the set choice's parameters)."""
+    weight = discovery_weight
     # the set choice works on the card's visits, weighted by recency
     h = model.coverage_half_life
     w = {d: 0.5 ** ((card.today - d) / h) for d in card.visit_days}

@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from anoncard import Service, ranker  # noqa: E402
 from anoncard.money import parse_cents  # noqa: E402
 from anoncard.suggest import suggest  # noqa: E402
-from benchmarks.common import on, write_json  # noqa: E402
+from benchmarks.common import fit_model, on, write_json  # noqa: E402
 from benchmarks.completejourney import load, open_home, programme_text, request  # noqa: E402
 
 SPLIT_WEEK = 40
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
                 with os.fdopen(fd, "w") as fh:
                     fh.write(json.dumps(cards))
         train_last = max(b.at for b in baskets if b.week <= split)
-        fit_report = _fit(home, train_last, args.seed)
+        fit_report = fit_model(home, train_last, args.seed)
         print(f"fit: {fit_report['seconds']} s, peak RSS {fit_report['peak_rss_mb']} MB, "
               f"{fit_report['habit_trees']} + {fit_report['discovery_trees']} trees, "
               f"discovery weight {fit_report['discovery_weight']}")  # fmt: skip
@@ -264,34 +263,6 @@ def main(argv: list[str] | None = None) -> dict:
               f" reward rate {r['reward_rate_percent']} %,"
               f" enter p50 {r['enter_p50_ms']} p99 {r['enter_p99_ms']} ms")  # fmt: skip
     return write_json(args.json, result)
-
-
-def _fit(home: Path, at, seed: int) -> dict:
-    """The nightly fit as the operator runs it (``anoncard fit``), timed, with its peak memory."""
-    t = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", _FIT_SCRIPT, str(home), at.isoformat(), str(seed)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    if out.returncode:
-        raise SystemExit(f"the fit failed:\n{out.stderr}")
-    seconds = round(time.perf_counter() - t, 1)
-    report = json.loads(out.stdout)
-    return {**report, "wall_s": seconds}
-
-
-# the fit on the service's clock set to the last replayed basket (the night after it)
-_FIT_SCRIPT = """
-import json, resource, sys
-from datetime import datetime
-from anoncard import Service
-home, at, seed = sys.argv[1], datetime.fromisoformat(sys.argv[2]), int(sys.argv[3])
-with Service.open(home, clock=lambda: at) as svc:
-    report = svc.fit_suggestions(seed=seed)
-    report["discovery_weight"] = svc.suggestion_model().discovery_weight
-report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-print(json.dumps(report))
-"""
 
 
 def _secret(code: str):
