@@ -1,25 +1,33 @@
 """Entrance suggestions measured on a real year of baskets (The Complete Journey).
 
-Protocol: replay weeks 1-40 through the library with explicit times; then, for every
-visit in weeks 41-53 in time order, call ``enter`` just before the visit and check the
-visit out, presenting every printed coupon whose category is in the basket. Store-wide
-category aggregates are refreshed weekly (as a nightly purge would). Reported, next to
-two baselines computed at the same moments in the same run:
+Protocol: replay weeks 1-W (``--split``) through the library with explicit times; fit the
+suggestion model on that home (``anoncard fit`` in its own process: timed, peak memory); then,
+for every visit in weeks W+1-E (``--end``) in time order, call ``enter`` just before the visit
+and check the visit out, presenting every printed coupon whose category is in the basket.
+Store-wide category aggregates are refreshed weekly (as a nightly purge would). Each engine
+measured through ``enter`` (caps on) has its own copy of the home: the ranker habits first
+(discovery weight 0), the ranker with the discovery weight the fit chose, and the built-in
+engine (no model). In the same loop, at the same moments, without caps: the baselines
+(popularity, personal frequency), the built-in engine, its habits only (90-day decayed
+frequency with a coverage choice), and the ranker at discovery weights 0, 2.5, 3 and the
+fitted one. Reported:
 
 * hit@3        - the visit buys at least one suggested category;
 * precision@3  - share of suggested categories the visit buys;
 * discovery    - the visit buys a suggested category the card has not bought in the
                  previous 8 weeks;
 * coverage     - share of visits with at least one coupon (caps and fatigue cut this);
-* redemption   - share of printed coupons redeemed;
+* coupon value - redemption rate, value handed out per redeemed coupon (discount plus bonus
+                 points at their nominal value), and the effective reward rate (coupon value
+                 over the spend of the evaluated visits; Kaiser's paper coupons: > 1 %);
 * enter latency p50 / p99 with the year loaded.
 
-    python benchmarks/suggestions.py [--json benchmarks/results/suggestions.json] [--limit-households N]
-                                     [--snapshot DIR]
+    python benchmarks/suggestions.py [--split 40] [--end 53] [--seed 0] [--json PATH]
+                                     [--limit-households N] [--snapshot DIR] [--engines a,b]
 
-``--snapshot DIR`` keeps the home as replayed to week 40 in DIR (written on the first
+``--snapshot DIR`` keeps the home as replayed to the split in DIR (written on the first
 run, copied and reused by later runs with the same households), so that changes to
-the entrance can be measured without replaying the 40 weeks again.
+the entrance can be measured without replaying the weeks again.
 """
 
 from __future__ import annotations
