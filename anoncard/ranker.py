@@ -39,6 +39,7 @@ FORMAT = "anoncard-suggestion-model"
 VERSION = 1
 MODEL_NAME = "suggestion-model.json"
 MAX_PER_DEPARTMENT = 2
+HALF_LIVES = (30.0, 90.0, 365.0)  # of the decayed shares among the features
 NEVER = 999.0  # days since a purchase that did not happen (in the window read)
 RESTOCK_TODAY = 0.55  # a category already in today's basket (the fit sees days, not baskets)
 POPULAR_CANDIDATES = 8  # store categories looked at for every card
@@ -309,25 +310,27 @@ class CardHistory:
         self, t: int, visit_days: list[int], days: dict[str, list[int]], affinity: Iterable[tuple[str, int]]
     ) -> None:
         self.today, self.visit_days, self.days = t, visit_days, days
-        self.on_day: dict[int, list[str]] = {}
-        for category, ds in days.items():
-            for d in ds:
-                self.on_day.setdefault(d, []).append(category)
         affinity = [(c, b) for c, b in affinity if b > 0]
         top = max((b for _c, b in affinity), default=0)
         self.affinity = {c: b / top for c, b in affinity}
-        self.weights = {h: {d: 0.5 ** ((t - d) / h) for d in self.visit_days} for h in (30.0, 90.0, 365.0)}
+        self.weights = {h: {d: 0.5 ** ((t - d) / h) for d in visit_days} for h in HALF_LIVES}
         self.totals = {h: sum(w.values()) for h, w in self.weights.items()}
-        self.last_visit = self.on_day.get(self.visit_days[-1], []) if self.visit_days else []
-        self.last_5 = set(self.visit_days[-5:])
+        # each category's visit days weighted by each half-life (the features, the candidates'
+        # order and the set choice all need them)
+        self.mass: dict[float, dict[str, float]] = {}
+        for h, w in self.weights.items():
+            self.mass[h] = {c: sum(w[d] for d in ds) for c, ds in days.items()}
+        last = visit_days[-1] if visit_days else None
+        self.last_visit = [c for c, ds in days.items() if ds[-1] == last]
+        self.last_5 = set(visit_days[-5:])
 
     def features(self, category: str, stats: StoreStats) -> list[float]:
         t, n = self.today, len(self.visit_days)
         days = self.days.get(category, ())
         shares = []
-        for h in (30.0, 90.0, 365.0):
-            w, total = self.weights[h], self.totals[h]
-            shares.append(sum(w[d] for d in days) / total if total else 0.0)
+        for h in HALF_LIVES:
+            total = self.totals[h]
+            shares.append(self.mass[h].get(category, 0) / total if total else 0.0)
         if days:
             last, first = days[-1], days[0]
             since_last, since_first = float(t - last), float(t - first)
@@ -366,8 +369,7 @@ class CardHistory:
         """``(habits, lapsed)``: the card's categories bought lately, by decayed share, and the
         lapsed or new ones worth scoring (its own old buys, the store's most popular, and what
         goes with its last visit store-wide)."""
-        w = self.weights[90.0]
-        mass = {c: sum(w[d] for d in days) for c, days in self.days.items()}
+        mass = self.mass[90.0]
         own = sorted((c for c in mass if usable(c)), key=lambda c: (-mass[c], c))
         habits = [c for c in own if not self.lapsed(c, discovery_weeks)][:MAX_HABIT_CANDIDATES]
         lapsed = [c for c in own if self.lapsed(c, discovery_weeks)][:MAX_LAPSED_CANDIDATES]
@@ -427,7 +429,10 @@ def choose(
     if not card.visit_days:
         return store_best(stats, k=k, usable=usable, department=department)
     habits, lapsed = card.candidates(stats, discovery_weeks, usable)
-    p, q = scores(card, habits, lapsed, stats=stats, model=model)
+    p = habit_scores(card, habits, stats=stats, model=model)
+    # the discovery model is asked only when its answer is used (never at habits first, unless
+    # no habit is left)
+    q = lambda: discovery_scores(card, lapsed, stats=stats, model=model)  # noqa: E731
     return pick(card, p, q, model=model, k=k, department=department, discovery_weight=weight)
 
 
@@ -436,19 +441,27 @@ def scores(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """The habit model's chance of each habit candidate, the discovery model's of each lapsed
     or new one."""
+    p = habit_scores(card, habits, stats=stats, model=model)
+    return p, discovery_scores(card, lapsed, stats=stats, model=model)
+
+
+def habit_scores(card: CardHistory, habits: list[str], *, stats: StoreStats, model: Model) -> dict[str, float]:
     p = {}
     for c in habits:
         p[c] = model.habit.probability(card.features(c, stats))
         if card.days[c][-1] == card.today:
             p[c] *= RESTOCK_TODAY
-    q = {c: model.discovery.probability(card.features(c, stats)) for c in lapsed}
-    return p, q
+    return p
+
+
+def discovery_scores(card: CardHistory, lapsed: list[str], *, stats: StoreStats, model: Model) -> dict[str, float]:
+    return {c: model.discovery.probability(card.features(c, stats)) for c in lapsed}
 
 
 def pick(
     card: CardHistory,
     p: dict[str, float],
-    q: dict[str, float],
+    q: dict[str, float] | Callable[[], dict[str, float]],
     *,
     model: Model,
     k: int = 3,
@@ -459,11 +472,14 @@ def pick(
     weight = discovery_weight
     # the set choice works on the card's visits, weighted by recency
     h = model.coverage_half_life
-    w = {d: 0.5 ** ((card.today - d) / h) for d in card.visit_days}
+    if h in card.weights:
+        w, total, mass = card.weights[h], card.totals[h], card.mass[h]
+    else:
+        w = {d: 0.5 ** ((card.today - d) / h) for d in card.visit_days}
+        total = sum(w.values())
+        mass = {c: sum(w[d] for d in card.days[c]) for c in p}
     uncovered = set(card.visit_days)
     kappa = model.smoothing
-    total = sum(w.values())
-    mass = {c: sum(w[d] for d in card.days.get(c, ())) for c in p}
 
     dep_count: dict[str, int] = {}
     chosen: list[Suggestion] = []
@@ -493,9 +509,13 @@ def pick(
                 best, best_score = c, score
         return best, best_score
 
+    lapsed: list[dict[str, float]] = []
+
     def best_lapsed() -> tuple[str | None, float]:
+        if not lapsed:
+            lapsed.append(q() if callable(q) else q)
         best, best_score = None, -1.0
-        for c, qc in q.items():
+        for c, qc in lapsed[0].items():
             if fits(c) and (qc > best_score or (qc == best_score and best is not None and c < best)):
                 best, best_score = c, qc
         return best, best_score
