@@ -30,7 +30,7 @@ from .suggest import StoreStats
 WINDOW_VISIT_DAYS = 60  # as Store.card_profile reads at the entrance
 HALF_LIVES = (30.0, 90.0, 365.0)
 SMOOTHINGS = (0.5, 2.0, 8.0)
-DISCOVERY_TARGET = 0.07  # the default weight is the smallest that reaches this share of discovered visits
+DISCOVERY_TARGET = 0.07  # with a target, the weight is the smallest that reaches this share of discovered visits
 DISCOVERY_WEIGHTS = (1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 PARAMS = {
     "objective": "binary",

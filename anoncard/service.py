@@ -955,8 +955,10 @@ class Service:
         """Fit the suggestion model on the store's own history (the nightly job) and write it
         beside the database; the entrance uses it from its next visit on.
 
-        ``discovery_target`` sets the model's default discovery slot: the smallest weight that
-        discovers on that share of the held-out visits (0: habits only; ``None``: 0.07).
+        ``discovery_target`` sets the model's discovery slot: the smallest weight that discovers
+        on that share of the held-out visits. The default, 0, is *habits first* (no discovery
+        slot): on the Complete Journey it is the operating point where the model beats the
+        built-in engine (docs/suggestions.md); 0.07 is the programme's discovery target.
 
         Raises:
             ModelError: the ``suggest`` extra is missing, too little history, or no home to write to.
@@ -982,7 +984,7 @@ class Service:
             seed=seed,
             discovery_weeks=rules.discovery_weeks,
             department=self.programme.department,
-            discovery_target=fit.DISCOVERY_TARGET if discovery_target is None else discovery_target,
+            discovery_target=0.0 if discovery_target is None else discovery_target,
             clock=time.perf_counter,
         )
         files.replace(self.model_path, report.model.encode(), field="model", error=ModelError)

@@ -903,7 +903,7 @@ def purge(obj, as_json):
     "--discovery-target",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Share of visits the discovery slot should reach (0: habits only; default 0.07).",
+    help="Share of visits the discovery slot should reach (default 0: habits first; 0.07: the programme's target).",
 )
 def fit(obj, as_json, seed, discovery_target):
     """Fit the suggestion model on the store's own history (the nightly job) and write it in the home.
