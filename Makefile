@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,insights]'
+	$(BIN)/pip install --quiet -e '.[test,insights,suggest]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,7 +29,7 @@ test-sqlite test-postgres: test-%: $(STAMP)
 	$(BIN)/python -m pytest --backend $*
 
 $(BENCH_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,insights,bench]'
+	$(BIN)/pip install --quiet -e '.[test,insights,suggest,bench]'
 	touch $(BENCH_STAMP) $(STAMP)
 
 bench: $(BENCH_STAMP)

@@ -15,7 +15,10 @@ their declared types (days without clock time, opaque blobs of the right size);
 material left (nor a copy of the ring left by an interrupted write), ring file
 private, ring and database agree; (g) the event log chain verifies; (h) SQLite's
 integrity check; (i) the insights releases the log records stay within the policy's
-privacy budget, and replaying each one's noise with OpenDP gives the epsilon recorded.
+privacy budget, and replaying each one's noise with OpenDP gives the epsilon recorded;
+(j) the suggestion model file, if any, is one this version reads (trees over store-wide
+features and counts: its codec accepts nothing about a card), private to its owner, and
+its fingerprint is reported.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from . import files, insights, pii
-from .errors import PolicyViolation, StoreError
+from . import files, insights, pii, ranker
+from .errors import ModelError, PolicyViolation, StoreError
 from .keyring import stale_copies
 from .policy import _CATEGORY, _NAME, Policy
 from .service import DB_NAME, KEYRING_NAME, POLICY_NAME, Service, event_payload
@@ -128,7 +131,7 @@ class Report:
         return files.create(path, self.render(fmt).encode("utf-8"), field="report")
 
 
-_KEYS = "abcdefghi"
+_KEYS = "abcdefghij"
 
 
 AS_OF_FROM = date(2000, 1, 1)
@@ -149,7 +152,18 @@ def run(home: Path, *, today: date | None = None, progress: Callable[[str], None
         raise PolicyViolation(f"field 'at': the audit's day must be {AS_OF_FROM} or later", field="at")
     home = Path(home)
     step = progress or (lambda _name: None)
-    fns = (_fingerprint, _schema, _personal_data, _types, _retention, _keys, _event_chain, _integrity, _privacy_budget)
+    fns = (
+        _fingerprint,
+        _schema,
+        _personal_data,
+        _types,
+        _retention,
+        _keys,
+        _event_chain,
+        _integrity,
+        _privacy_budget,
+        _suggestion_model,
+    )
     try:
         svc = Service.open(home, check_policy=False)
     except (StoreError, sqlite3.DatabaseError) as exc:
@@ -161,6 +175,7 @@ def run(home: Path, *, today: date | None = None, progress: Callable[[str], None
             problems, title = [exc.message if isinstance(exc, StoreError) else str(exc)], "PostgreSQL integrity check"
         checks.append(Check("h", title, False, f"{len(problems)} problems", problems))
         checks.append(_not_run("i", _privacy_budget, exc))
+        checks.append(_suggestion_model(None, home, today))
         fingerprint = Policy.load(home / POLICY_NAME).fingerprint
         return Report(str(home), today.isoformat(), fingerprint, checks)
     try:
@@ -430,3 +445,36 @@ def _privacy_budget(svc: Service, home: Path, today: date) -> Check:
             declared += f"; cohorts {rules.cohorts_epsilon} a release, {rules.cohorts_epsilon_per_year} a year"
     evidence = f"{len(releases)} releases, epsilon {spent:.4g} in all ({declared})"
     return Check("i", title, not problems, evidence, problems)
+
+
+def _suggestion_model(svc: Service | None, home: Path, today: date) -> Check:
+    """(j) The suggestion model: what it holds, its fingerprint, and that only its owner reads it."""
+    title = "the suggestion model holds nothing about a card"
+    path = home / ranker.MODEL_NAME
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return Check("j", title, True, "no model file: the entrance uses the built-in engine", [])
+    if not stat.S_ISREG(st.st_mode):
+        return Check("j", title, False, f"{ranker.MODEL_NAME} is not a regular file", [])
+    problems = []
+    if st.st_mode & 0o077:
+        problems.append(f"{ranker.MODEL_NAME} is readable by others (mode {stat.S_IMODE(st.st_mode):o}; want 600)")
+    try:
+        model = ranker.decode(path.read_bytes())
+    except ModelError as exc:
+        return Check("j", title, False, "the model file is not one this version reads", [*problems, exc.message])
+    except OSError as exc:
+        return Check("j", title, False, "the model file cannot be read", [*problems, type(exc).__name__])
+    d = model.describe()
+    fitted = d["fitted"]
+    evidence = f"fingerprint {d['fingerprint'][:16]}…, {d['habit_trees']} + {d['discovery_trees']} trees"
+    details = [
+        f"fingerprint {d['fingerprint']}",
+        f"holds {d['habit_trees']} habit and {d['discovery_trees']} discovery trees with {d['leaves']} leaves "
+        f"over {len(d['features'])} features: {', '.join(d['features'])}",
+        f"fitted on {fitted['day']} from {fitted['origins']} visits of {fitted['cards']} cards "
+        f"({fitted['rows']} candidate rows, seed {fitted['seed']}): counts only, no card, token or day of a card",
+        *problems,
+    ]
+    return Check("j", title, not problems, evidence, details)

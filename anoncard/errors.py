@@ -107,6 +107,13 @@ class CouponError(AnonCardError):
     exit_code = 11
 
 
+class ModelError(AnonCardError):
+    """The suggestion model file is not one this version wrote, or cannot be fitted or read."""
+
+    code = "model_error"
+    exit_code = 24
+
+
 class OutputError(AnonCardError):
     """An output (a QR file, a report, a backup, an export, the standard output) could not be
     written - a full disk, for example. What was written of it is removed; nothing is recorded

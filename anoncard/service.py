@@ -46,13 +46,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from . import arms, files, suggest
+from . import arms, files, ranker, suggest
 from . import coupons as coupon_codes
 from . import recovery as recovery_codes
 from .cards import CardSecret, generate
@@ -61,6 +63,7 @@ from .errors import (
     InsightsRefused,
     KeyRingError,
     LedgerError,
+    ModelError,
     OutputError,
     PolicyFileError,
     PolicyViolation,
@@ -254,8 +257,11 @@ class Service:
         ring_path: Path | None = None,
         clock: Callable[[], datetime] = datetime.now,
         check_policy: bool = True,
+        model_path: Path | None = None,
     ) -> None:
         self.store, self.ring, self.programme = store, ring, programme
+        self.model_path = model_path
+        self._model: tuple[tuple, ranker.Model | None] = ((), None)  # (the file's identity, its model)
         self.policy = policy or Policy.default()
         self.ring_path = ring_path
         self.clock = clock
@@ -293,7 +299,16 @@ class Service:
         policy = Policy.load(home / POLICY_NAME)
         store = open_storage(home, DB_NAME, synchronous=synchronous)
         try:
-            return cls(store, ring, programme, policy, ring_path=ring_path, clock=clock, check_policy=check_policy)
+            return cls(
+                store,
+                ring,
+                programme,
+                policy,
+                ring_path=ring_path,
+                clock=clock,
+                check_policy=check_policy,
+                model_path=home / ranker.MODEL_NAME,
+            )
         except BaseException:
             store.close()
             raise
@@ -1016,6 +1031,77 @@ class Service:
         self.category_stats()
         return counts
 
+    def suggestion_model(self) -> ranker.Model | None:
+        """The fitted suggestion model in the home, reread when the file changes (a nightly fit
+        in another process); ``None`` without one - the entrance then uses the built-in engine.
+        A file this version cannot read counts as none here (the audit reports it)."""
+        if self.model_path is None:
+            return None
+        try:
+            st = self.model_path.stat()
+        except OSError:
+            self._model = ((), None)
+            return None
+        identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if identity != self._model[0]:
+            try:
+                model = ranker.decode(self.model_path.read_bytes())
+            except (OSError, ModelError):
+                model = None
+            self._model = (identity, model)
+        return self._model[1]
+
+    def fit_suggestions(self, *, seed: int = 0, discovery_target: float | None = None) -> dict:
+        """Fit the suggestion model on the store's own history (the nightly job) and write it
+        beside the database; the entrance uses it from its next visit on.
+
+        ``discovery_target`` sets the model's discovery slot: the smallest weight that discovers
+        on that share of the held-out visits. The default, 0, is *habits first* (no discovery
+        slot): on the Complete Journey it is the operating point where the model beats the
+        built-in engine (docs/suggestions.md); 0.07 is the programme's discovery target.
+
+        Raises:
+            ModelError: the ``suggest`` extra is missing, too little history, or no home to write to.
+            OutputError: the file could not be written (the old one is unchanged).
+        """
+        from . import fit  # the fit needs the suggest extra; the entrance does not
+
+        if self.model_path is None:
+            raise ModelError("fitting the suggestion model needs a home to write it to")
+        rules = self.programme.coupons
+        stats = self.category_stats()
+        with self.store.reading():
+            ids = self.store.cards_with_visits()
+        rng = random.Random(seed)
+        if len(ids) > fit.MAX_CARDS:
+            ids = sorted(rng.sample(ids, fit.MAX_CARDS))
+        start = time.perf_counter()
+        report = fit.fit(
+            self._fit_histories(ids),
+            stats,
+            today=self._today(),
+            usable=self._suggestible,
+            seed=seed,
+            discovery_weeks=rules.discovery_weeks,
+            department=self.programme.department,
+            discovery_target=0.0 if discovery_target is None else discovery_target,
+            clock=time.perf_counter,
+        )
+        files.replace(self.model_path, report.model.encode(), field="model", error=ModelError)
+        return {
+            **report.model.describe(),
+            "seconds": round(time.perf_counter() - start, 1),
+            "seconds_features": report.seconds_features,
+            "seconds_boosting": report.seconds_boosting,
+            "validation": report.validation,
+        }
+
+    def _fit_histories(self, ids: list[int]) -> Iterator[tuple[list, list, list]]:
+        for i in range(0, len(ids), 500):
+            with self.store.reading():
+                chunk = self.store.card_histories(ids[i : i + 500])
+            yield from chunk
+
     def enter(self, request: Mapping, *, at: When = None) -> Entrance:
         """The entrance column: a few coupons that fit this card, within caps and fatigue rules.
 
@@ -1067,6 +1153,7 @@ class Service:
                     department=self.programme.department,
                     discovery_weeks=rules.discovery_weeks,
                     allowed=self._suggestible,
+                    model=self.suggestion_model(),
                 )
             chosen = [pick.category for pick in picks]
             stored_expiry = self.policy.coarsen(expires).isoformat()

@@ -1194,6 +1194,34 @@ class Store:
         affinity = self.conn.execute("SELECT category, baskets FROM affinity WHERE card_id = ?", (card_id,)).fetchall()
         return history, affinity, visits
 
+    def cards_with_visits(self) -> list[int]:
+        """The ids of cards with at least one visit kept, ascending."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT card_id FROM visits ORDER BY card_id")]
+
+    def card_histories(self, card_ids: list[int]) -> list[tuple[list, list, list]]:
+        """For each card of ``card_ids`` (in that order): its whole dated history ``(day,
+        category, baskets)``, its undated totals ``(category, baskets)`` and its visits ``(day,
+        visits)`` - what the nightly fit of the suggestion model learns from."""
+        if not card_ids:
+            return []
+        marks = ", ".join("?" * len(card_ids))
+        out: dict[int, tuple[list, list, list]] = {i: ([], [], []) for i in card_ids}
+        history = (
+            f"SELECT card_id, day, category, baskets FROM history WHERE card_id IN ({marks})"
+            " ORDER BY card_id, day, category"
+        )
+        for card_id, day, category, baskets in self.conn.execute(history, card_ids):
+            out[card_id][0].append((day, category, baskets))
+        affinity = (
+            f"SELECT card_id, category, baskets FROM affinity WHERE card_id IN ({marks}) ORDER BY card_id, category"
+        )
+        for card_id, category, baskets in self.conn.execute(affinity, card_ids):
+            out[card_id][1].append((category, baskets))
+        visits = f"SELECT card_id, day, visits FROM visits WHERE card_id IN ({marks}) ORDER BY card_id, day"
+        for card_id, day, n in self.conn.execute(visits, card_ids):
+            out[card_id][2].append((day, n))
+        return [out[i] for i in card_ids]
+
     def card_coupons(self, card_id: int, since: str) -> list[CouponRow]:
         """A card's coupons issued since a day, oldest first."""
         rows = self.conn.execute(

@@ -29,6 +29,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .ranker import Model
 
 HALF_LIFE_DAYS = 90.0
 PRIOR_VISITS = 8.0
@@ -150,8 +154,18 @@ def suggest(
     discovery: bool = True,
     allowed: Callable[[str], bool] | None = None,
     prior: float = PRIOR_VISITS,
+    model: Model | None = None,
 ) -> list[Suggestion]:
-    """Up to ``k`` categories for this card: habits by coverage, and at most one discovery."""
+    """Up to ``k`` categories for this card: habits by coverage, and at most one discovery.
+
+    With a fitted ``model`` (:mod:`anoncard.ranker`) the model ranks and chooses the set;
+    without one, the built-in engine below does."""
+    if model is not None:
+        return model.choose(
+            history, visits, today=today, stats=stats, affinity=affinity, k=k, exclude=exclude,
+            department=department, discovery_weeks=discovery_weeks, allowed=allowed,
+            discovery_weight=None if discovery else 0.0,
+        )  # fmt: skip
     if k <= 0:
         return []
     profile = Profile(history, visits, today, affinity=affinity)

@@ -17,7 +17,8 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from anoncard import Service, init_home  # noqa: E402
 from anoncard.cards import generate  # noqa: E402
 from anoncard.programme import Programme  # noqa: E402
-from benchmarks.common import on, write_json  # noqa: E402
+from benchmarks.common import fit_model, on, write_json  # noqa: E402
 
 # 40 categories the default programme declares (none of them sensitive), by falling popularity
 CATEGORIES = sorted(c.name for c in Programme.default().vocabulary.categories.values() if not c.sensitive)[:40]
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--ops", type=int, default=2000)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-fit", action="store_true", help="measure the entrance without a fitted suggestion model")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     rng = random.Random(7)
@@ -117,8 +119,15 @@ def main(argv: list[str] | None = None) -> dict:
             stats_s = time.perf_counter() - t
             svc.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             db = (home / "anoncard.db").stat().st_size
+            fit = {}
+            if not args.no_fit:  # the nightly fit, then the entrance with its model
+                report = fit_model(home, datetime.combine(TODAY, clock_time(22)))
+                fit = {"fit": {k: report[k] for k in ("wall_s", "peak_rss_mb", "habit_trees", "discovery_trees")}
+                       | {"cards": report["fitted"]["cards"], "origins": report["fitted"]["origins"]}}  # fmt: skip
+                print(f"  fit: {fit['fit']}")
             row = {"cards": size, "build_s": round(build, 1), "refresh_stats_s": round(stats_s, 1),
-                   "db_bytes_per_card": round(db / size), **measure(svc, codes, args.ops, rng, f"s{size}")}  # fmt: skip
+                   "db_bytes_per_card": round(db / size), **fit,
+                   **measure(svc, codes, args.ops, rng, f"s{size}")}  # fmt: skip
             rows.append(row)
             print(
                 f"{size:>9} cards: enter p50 {row['enter']['p50_ms']} ms p99 {row['enter']['p99_ms']} ms; "

@@ -1,25 +1,33 @@
 """Entrance suggestions measured on a real year of baskets (The Complete Journey).
 
-Protocol: replay weeks 1-40 through the library with explicit times; then, for every
-visit in weeks 41-53 in time order, call ``enter`` just before the visit and check the
-visit out, presenting every printed coupon whose category is in the basket. Store-wide
-category aggregates are refreshed weekly (as a nightly purge would). Reported, next to
-two baselines computed at the same moments in the same run:
+Protocol: replay weeks 1-W (``--split``) through the library with explicit times; fit the
+suggestion model on that home (``anoncard fit`` in its own process: timed, peak memory); then,
+for every visit in weeks W+1-E (``--end``) in time order, call ``enter`` just before the visit
+and check the visit out, presenting every printed coupon whose category is in the basket.
+Store-wide category aggregates are refreshed weekly (as a nightly purge would). Each engine
+measured through ``enter`` (caps on) has its own copy of the home: the ranker habits first
+(discovery weight 0), the ranker with the discovery weight the fit chose, and the built-in
+engine (no model). In the same loop, at the same moments, without caps: the baselines
+(popularity, personal frequency), the built-in engine, its habits only (90-day decayed
+frequency with a coverage choice), and the ranker at discovery weights 0, 2.5, 3 and the
+fitted one. Reported:
 
 * hit@3        - the visit buys at least one suggested category;
 * precision@3  - share of suggested categories the visit buys;
 * discovery    - the visit buys a suggested category the card has not bought in the
                  previous 8 weeks;
 * coverage     - share of visits with at least one coupon (caps and fatigue cut this);
-* redemption   - share of printed coupons redeemed;
+* coupon value - redemption rate, value handed out per redeemed coupon (discount plus bonus
+                 points at their nominal value), and the effective reward rate (coupon value
+                 over the spend of the evaluated visits; Kaiser's paper coupons: > 1 %);
 * enter latency p50 / p99 with the year loaded.
 
-    python benchmarks/suggestions.py [--json benchmarks/results/suggestions.json] [--limit-households N]
-                                     [--snapshot DIR]
+    python benchmarks/suggestions.py [--split 40] [--end 53] [--seed 0] [--json PATH]
+                                     [--limit-households N] [--snapshot DIR] [--engines a,b]
 
-``--snapshot DIR`` keeps the home as replayed to week 40 in DIR (written on the first
+``--snapshot DIR`` keeps the home as replayed to the split in DIR (written on the first
 run, copied and reused by later runs with the same households), so that changes to
-the entrance can be measured without replaying the 40 weeks again.
+the entrance can be measured without replaying the weeks again.
 """
 
 from __future__ import annotations
@@ -33,14 +41,16 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from anoncard import Service  # noqa: E402
+from anoncard import Service, ranker  # noqa: E402
+from anoncard.money import parse_cents  # noqa: E402
 from anoncard.suggest import suggest  # noqa: E402
-from benchmarks.common import on, write_json  # noqa: E402
+from benchmarks.common import fit_model, on, write_json  # noqa: E402
 from benchmarks.completejourney import load, open_home, programme_text, request  # noqa: E402
 
 SPLIT_WEEK = 40
@@ -70,12 +80,27 @@ class Scores:
         }
 
 
+ENGINES = (
+    # (key, label, discovery weight of the model in the home; None: no model, the built-in engine)
+    ("ranker_habits_first", "ranker + coverage (habits first)", 0.0),
+    ("ranker_with_discovery", "ranker + coverage + discovery slot", "fitted"),
+    ("engine_today", "built-in engine (no model)", None),
+)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--split", type=int, default=SPLIT_WEEK, help="history up to this week, evaluated after it")
+    ap.add_argument("--end", type=int, default=53, help="last week evaluated")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the model fit")
     ap.add_argument("--limit-households", type=int, default=0, help="use only the first N households (smoke runs)")
-    ap.add_argument("--snapshot", type=Path, help="save (or reuse) the home replayed to week 40 in this directory")
+    ap.add_argument("--snapshot", type=Path, help="save (or reuse) the home replayed to the split in this directory")
+    ap.add_argument("--engines", default=",".join(e[0] for e in ENGINES),
+                    help="the engines measured through enter, caps on (each in its own copy of the home)")  # fmt: skip
     args = ap.parse_args(argv)
+    split, last_week = args.split, args.end
+    engines = [e for e in ENGINES if e[0] in args.engines.split(",")]
 
     t0 = time.perf_counter()
     baskets, departments = load()
@@ -88,126 +113,163 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        snapshot = args.snapshot / f"week{SPLIT_WEEK}-{len(households)}" if args.snapshot else None
+        snapshot = args.snapshot / f"week{split}-{len(households)}" if args.snapshot else None
         t1 = time.perf_counter()
         if snapshot is not None and (snapshot / "cards.json").exists():
             shutil.copytree(snapshot / "home", home)
             (home / "programme.toml").write_text(programme_text(departments))  # the data is reused, not the rules
             cards = {int(h): c for h, c in json.loads((snapshot / "cards.json").read_text()).items()}
-            svc = Service.open(home, synchronous="NORMAL")
             replay_s = None  # nothing was replayed in this run
-            print(f"reused the week-{SPLIT_WEEK} home in {snapshot}")
+            print(f"reused the week-{split} home in {snapshot}")
         else:
             svc, cards = open_home(home, departments, households)
-            train = [b for b in baskets if b.week <= SPLIT_WEEK]
+            train = [b for b in baskets if b.week <= split]
             for i, b in enumerate(train):
                 on(svc, b.at).checkout(request(cards[b.household], b))
                 if i % 20000 == 0:
                     print(f"  replay {i}/{len(train)}", file=sys.stderr)
             svc.refresh_stats()
+            svc.close()
             replay_s = round(time.perf_counter() - t1, 1)
-            print(f"replayed weeks 1-{SPLIT_WEEK}: {len(train)} baskets in {replay_s} s")
+            print(f"replayed weeks 1-{split}: {len(train)} baskets in {replay_s} s")
             if snapshot is not None:
-                svc.close()
                 shutil.rmtree(snapshot, ignore_errors=True)
                 shutil.copytree(home, snapshot / "home")
                 # card codes are card secrets: readable by their owner only, like the key ring beside them
                 fd = os.open(snapshot / "cards.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "w") as fh:
                     fh.write(json.dumps(cards))
-                svc = Service.open(home, synchronous="NORMAL")
+        train_last = max(b.at for b in baskets if b.week <= split)
+        fit_report = fit_model(home, train_last, args.seed)
+        print(f"fit: {fit_report['seconds']} s, peak RSS {fit_report['peak_rss_mb']} MB, "
+              f"{fit_report['habit_trees']} + {fit_report['discovery_trees']} trees, "
+              f"discovery weight {fit_report['discovery_weight']}")  # fmt: skip
+        model = ranker.decode((home / ranker.MODEL_NAME).read_bytes())
+        services = {}
+        for key, _label, weight in engines:
+            copy = Path(tmp) / key
+            shutil.copytree(home, copy)
+            if weight is None:
+                (copy / ranker.MODEL_NAME).unlink()
+            elif weight != "fitted":
+                (copy / ranker.MODEL_NAME).write_bytes(replace(model, discovery_weight=weight).encode())
+            services[key] = Service.open(copy, synchronous="NORMAL")
+        shutil.rmtree(home)
+        svc = next(iter(services.values()))
+        fitted_weight = model.discovery_weight
 
-        engine, popular, personal = Scores(), Scores(), Scores()
-        ranking, habits_only = Scores(), Scores()  # the engine alone, without caps, fatigue or held coupons
-        issued = redeemed = 0
-        latencies: list[float] = []
-        kinds: Counter = Counter()
-        test = [b for b in baskets if b.week > SPLIT_WEEK]
-        week = SPLIT_WEEK
+        capped = {key: Scores() for key in services}
+        value = {key: Counter() for key in services}
+        latencies: dict[str, list[float]] = {key: [] for key in services}
+        nocaps = {
+            "baseline_popularity": Scores(),
+            "baseline_personal_frequency": Scores(),
+            "engine_today_no_caps": Scores(),
+            "decayed_frequency_coverage_no_caps": Scores(),
+            "ranker_coverage_no_caps": Scores(),
+            "ranker_discovery_2.5_no_caps": Scores(),
+            "ranker_discovery_3_no_caps": Scores(),
+            f"ranker_discovery_{fitted_weight:g}_no_caps": Scores(),
+        }
+        no_caps_weights = {"ranker_discovery_2.5_no_caps": 2.5, "ranker_discovery_3_no_caps": 3.0,
+                           f"ranker_discovery_{fitted_weight:g}_no_caps": fitted_weight}  # fmt: skip
+        test = [b for b in baskets if split < b.week <= last_week]
+        spend = 0
+        week = split
         shares = svc.category_stats().shares
+        department = svc.programme.department
+        allowed = svc._suggestible
         for i, b in enumerate(test):
             if b.week != week:
                 week = b.week
-                svc.refresh_stats()
+                for s in services.values():
+                    s.refresh_stats()
                 shares = svc.category_stats().shares
             code = cards[b.household]
             basket = {c for c, _a in b.lines}
+            spend += sum(a for _c, a in b.lines)
+            today = b.at.date()
             card_id = svc.store.find_card(svc.ring.tokens(_secret(code))).id
-            history, _aff, _visits = svc.store.card_profile(card_id)
-            since = (b.at.date() - timedelta(weeks=8)).isoformat()
+            since = (today - timedelta(weeks=8)).isoformat()
+            history, affinity, visits = svc.store.card_profile(card_id, since=since)
             recent = {c for d, c, n in history if d >= since and n > 0}
             counts: Counter = Counter()
             for _d, c, n in history:
                 counts[c] += n
             stats = svc.category_stats()
-            department = svc.programme.department
-            ranking.add(
-                [x.category for x in suggest(history, _visits, today=b.at.date(), stats=stats, department=department)],
-                basket,
-                recent,
+            common = {"today": today, "stats": stats, "department": department, "affinity": affinity,
+                      "allowed": allowed}  # fmt: skip
+            nocaps["engine_today_no_caps"].add([x.category for x in suggest(history, visits, **common)], basket, recent)
+            nocaps["decayed_frequency_coverage_no_caps"].add(
+                [x.category for x in suggest(history, visits, discovery=False, **common)], basket, recent
             )
-            habits_only.add(
-                [
-                    x.category
-                    for x in suggest(
-                        history, _visits, today=b.at.date(), stats=stats, department=department, discovery=False
-                    )
-                ],
-                basket,
-                recent,
+            nocaps["ranker_coverage_no_caps"].add(
+                [x.category for x in model.choose(history, visits, discovery_weight=0.0, **common)], basket, recent
             )
-            top_pop = sorted(shares, key=lambda c: -shares[c])[:K]
-            top_personal = sorted(counts, key=lambda c: (-counts[c], -shares.get(c, 0)))[:K]
+            for key, w in no_caps_weights.items():
+                picks = model.choose(history, visits, discovery_weight=w, **common)
+                nocaps[key].add([x.category for x in picks], basket, recent)
+            usable = [c for c in sorted(shares, key=lambda c: -shares[c]) if allowed(c)]
+            top_pop = usable[:K]
+            top_personal = sorted((c for c in counts if allowed(c)), key=lambda c: (-counts[c], -shares.get(c, 0)))[:K]
             if len(top_personal) < K:
                 top_personal += [c for c in top_pop if c not in top_personal][: K - len(top_personal)]
+            nocaps["baseline_popularity"].add(top_pop, basket, recent)
+            nocaps["baseline_personal_frequency"].add(top_personal, basket, recent)
 
-            t = time.perf_counter()
-            entrance = on(svc, b.at).enter({"card": code})
-            latencies.append(time.perf_counter() - t)
-            suggested = [c.category for c in entrance.coupons]
-            engine.add(suggested, basket, recent)
-            popular.add(top_pop, basket, recent)
-            personal.add(top_personal, basket, recent)
-            issued += sum(c.new for c in entrance.coupons)
-            use = [c.code for c in entrance.coupons if c.category in basket]
-            kinds.update(c.kind for c in entrance.coupons if c.category in basket)
-            redeemed += len(use)
-            on(svc, b.at).checkout(request(code, b, use))
+            for key, s in services.items():
+                t = time.perf_counter()
+                entrance = on(s, b.at).enter({"card": code})
+                latencies[key].append(time.perf_counter() - t)
+                capped[key].add([c.category for c in entrance.coupons], basket, recent)
+                value[key]["issued"] += sum(c.new for c in entrance.coupons)
+                use = [c.code for c in entrance.coupons if c.category in basket]
+                receipt = on(s, b.at).checkout(request(code, b, use))
+                for line in receipt.coupons:
+                    value[key]["redeemed"] += 1
+                    cents = parse_cents(line["discount"], "discount", allow_zero=True)
+                    value[key]["value_cents"] += cents + line["bonus_points"] * s.programme.point_value_cents
             if i % 5000 == 0:
-                print(f"  visits {i}/{len(test)}: hit@3 so far {engine.row()['hit@3']}", file=sys.stderr)
-        svc.close()
+                print(f"  visits {i}/{len(test)}", file=sys.stderr)
+        for s in services.values():
+            s.close()
 
-    lat = sorted(latencies)
     result = {
         "benchmark": "suggestions",
-        "protocol": f"history weeks 1-{SPLIT_WEEK}, enter + checkout for every visit in weeks {SPLIT_WEEK + 1}-53",
+        "protocol": f"history weeks 1-{split}, model fitted on it; enter + checkout for every visit in weeks"
+        f" {split + 1}-{last_week}; caps on through enter, each engine in its own copy of the home",
+        "split": split,
+        "end": last_week,
         "households": len(households),
-        "test_visits": engine.visits,
-        "anoncard": engine.row(),
-        "engine_ranking_without_caps": ranking.row(),
-        "engine_habits_only_without_caps": habits_only.row(),
-        "baseline_popularity": popular.row(),
-        "baseline_personal_frequency": personal.row(),
-        "coupons_issued": issued,
-        "coupon_redemption_rate": round(redeemed / max(issued, 1), 4),
-        "enter_latency_ms": {
-            "p50": round(statistics.median(lat) * 1000, 3),
-            "p99": round(lat[int(len(lat) * 0.99) - 1] * 1000, 3),
-            "n": len(lat),
-        },
-        "replay_weeks_1_40_s": replay_s,
+        "test_visits": len(test),
+        "fit": fit_report,
+        "caps_on": {},
+        "no_caps": {key: sc.row() for key, sc in nocaps.items()},
+        "replay_s": replay_s,
     }
+    for key, label, _w in engines:
+        v = value[key]
+        lat = sorted(latencies[key])
+        result["caps_on"][key] = {
+            "label": label,
+            **capped[key].row(),
+            "coupons_issued": v["issued"],
+            "redemption_rate": round(v["redeemed"] / max(v["issued"], 1), 4),
+            "value_per_redeemed_cents": round(float(v["value_cents"]) / max(v["redeemed"], 1), 1),
+            "reward_rate_percent": round(100 * float(v["value_cents"]) / max(spend, 1), 3),
+            "enter_p50_ms": round(statistics.median(lat) * 1000, 3),
+            "enter_p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 3),
+        }
     print()
-    print(f"{'':28} {'hit@3':>7} {'prec@3':>7} {'discov':>7} {'cover':>7}")
-    for name, key in (("anoncard (enter, with caps)", "anoncard"),
-                      ("engine ranking, no caps", "engine_ranking_without_caps"),
-                      ("engine habits only, no caps", "engine_habits_only_without_caps"),
-                      ("baseline: popularity", "baseline_popularity"),
-                      ("baseline: personal freq.", "baseline_personal_frequency")):  # fmt: skip
-        r = result[key]
-        print(f"{name:28} {r['hit@3']:7.3f} {r['precision@3']:7.3f} {r['discovery']:7.3f} {r['coverage']:7.3f}")
-    print(f"coupons issued {issued}, redemption rate {result['coupon_redemption_rate']:.3f}")
-    print(f"enter latency p50 {result['enter_latency_ms']['p50']} ms, p99 {result['enter_latency_ms']['p99']} ms")
+    print(f"split {split}, weeks {split + 1}-{last_week}, {len(test)} visits")
+    print(f"{'':44} {'hit@3':>7} {'prec@3':>7} {'discov':>7} {'cover':>7}")
+    for key, r in result["no_caps"].items():
+        print(f"{key:44} {r['hit@3']:7.3f} {r['precision@3']:7.3f} {r['discovery']:7.3f} {r['coverage']:7.3f}")
+    for key, r in result["caps_on"].items():
+        print(f"{key + ' (enter, caps on)':44} {r['hit@3']:7.3f} {r['precision@3']:7.3f} {r['discovery']:7.3f}"
+              f" {r['coverage']:7.3f}  redeemed {r['redemption_rate']:.3f}, {r['value_per_redeemed_cents']} c each,"
+              f" reward rate {r['reward_rate_percent']} %,"
+              f" enter p50 {r['enter_p50_ms']} p99 {r['enter_p99_ms']} ms")  # fmt: skip
     return write_json(args.json, result)
 
 

@@ -45,7 +45,7 @@ def failed(report) -> dict[str, list[str]]:
 def test_demo_home_passes(demo_home):
     report = audit.run(demo_home, today=TODAY)
     assert report.passed, report.to_markdown()
-    assert [c.key for c in report.checks] == list("abcdefghi")
+    assert [c.key for c in report.checks] == list("abcdefghij")
 
 
 def test_an_undeclared_column_fails_the_schema_check(copy):
@@ -135,7 +135,7 @@ def test_reports_render(demo_home):
     md = report.to_markdown()
     assert md.startswith("# anoncard audit: PASS")
     assert "| check | result | evidence |" in md
-    assert md.count("| pass |") == 9
+    assert md.count("| pass |") == 10
     assert "<table>" in report.to_html()
     assert json.loads(report.to_json())["passed"] is True
 

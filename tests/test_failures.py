@@ -285,7 +285,7 @@ def test_audit_of_a_damaged_page_fails_its_integrity_check_with_a_report(home, t
     assert doc["passed"] is False
     integrity = next(c for c in doc["checks"] if c["key"] == "h")
     assert integrity["passed"] is False and integrity["details"]
-    assert [c["key"] for c in doc["checks"]] == list("abcdefghi")
+    assert [c["key"] for c in doc["checks"]] == list("abcdefghij")
 
 
 # -- files anoncard reads ---------------------------------------------------------------------

@@ -102,9 +102,10 @@ def test_one_http_status_per_code_as_the_wire_contract_says():
     classes = [cls for _, cls in inspect.getmembers(errors, inspect.isclass) if issubclass(cls, errors.AnonCardError)]
     codes = {cls.code for cls in classes}
     unmapped = codes - set(protocol.STATUS)
-    # a broken home answers 500, as does a defect; offline and outbox errors are the till client's own
+    # a broken home answers 500, as does a defect (the suggestion model's errors are the nightly fit's:
+    # the entrance never raises one); offline and outbox errors are the till client's own
     assert unmapped == {"anoncard_error", "programme_error", "policy_file_error", "audit_failed", "internal_error",
-                        "offline", "outbox_error"}  # fmt: skip
+                        "offline", "outbox_error", "model_error"}  # fmt: skip
     assert {protocol.status(c) for c in unmapped} == {500}
 
 
