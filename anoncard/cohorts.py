@@ -157,7 +157,6 @@ def release_counts(
         last=last,
         grouping=grouping,
         bounds=bounds,
-        epsilon=sum(m.epsilon for m in measurements),
         figures=figures,
         measurements=measurements,
         not_released=dict(NOT_RELEASED),

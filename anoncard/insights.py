@@ -172,12 +172,16 @@ class Release:
     last: date
     grouping: str
     bounds: Bounds | Any  # Bounds, or the uplift's or the cohorts' own
-    epsilon: float
     figures: list[Figure]
     measurements: list[Measurement]
     not_released: dict[str, str] = field(default_factory=dict)
     report: str = "figures"  # figures | uplift | cohorts: the budget each spends from
     notes: list[str] = field(default_factory=list)  # what a reader must know to read the figures
+
+    @property
+    def epsilon(self) -> float:
+        """What the release spent: the sum over its measurements (pure composition)."""
+        return sum(m.epsilon for m in self.measurements)
 
     def to_dict(self) -> dict:
         return {
@@ -450,7 +454,6 @@ def release_cards(
         last=last,
         grouping=grouping,
         bounds=bounds,
-        epsilon=sum(m.epsilon for m in measurements),
         figures=figures,
         measurements=measurements,
         not_released=not_released,

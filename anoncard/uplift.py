@@ -244,7 +244,6 @@ def release_rows(
         last=last,
         grouping=grouping,
         bounds=bounds,
-        epsilon=sum(m.epsilon for m in measurements),
         figures=figures,
         measurements=measurements,
         not_released={**NOT_RELEASED, **refused},
