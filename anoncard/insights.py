@@ -184,18 +184,13 @@ class Release:
         return sum(m.epsilon for m in self.measurements)
 
     def to_dict(self) -> dict:
+        """What the event log records, with the figures, what was refused and the notes."""
         return {
-            "report": self.report,
-            "period": self.period,
-            "first_day": self.first.isoformat(),
-            "last_day": self.last.isoformat(),
-            "grouping": self.grouping,
-            "mechanism": MECHANISM,
+            **self.event_detail(),
             "epsilon": round(self.epsilon, 6),
+            "mechanism": MECHANISM,
             "interval": "95 %",
-            "bounds": asdict(self.bounds),
             "figures": [_finite(asdict(f)) for f in self.figures],
-            "measurements": [asdict(m) for m in self.measurements],
             "not_released": self.not_released,
             "notes": self.notes,
         }

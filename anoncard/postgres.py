@@ -423,11 +423,7 @@ class PostgresStore(Store):
         StoreError (retry the request); a rule the database enforces stays a
         ``psycopg.IntegrityError``.
         """
-        try:
-            self.conn.ready().execute("BEGIN")
-        except psycopg.Error as exc:
-            self.close()
-            raise StoreError(f"{self.path}: {_reason(exc)}; try again") from None
+        self._begin("BEGIN")
         try:
             if self.on_begin is not None:
                 self.on_begin()
@@ -446,11 +442,7 @@ class PostgresStore(Store):
     def reading(self) -> Iterator[None]:
         """A read-only REPEATABLE READ transaction: several SELECTs see one snapshot, and
         writers go on meanwhile."""
-        try:
-            self.conn.ready().execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        except psycopg.Error as exc:
-            self.close()
-            raise StoreError(f"{self.path}: {_reason(exc)}; try again") from None
+        self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
             yield
         except psycopg.Error as exc:
@@ -464,6 +456,14 @@ class PostgresStore(Store):
         self.conn.execute("SET CONSTRAINTS ALL DEFERRED")
         with super()._erasing(card_id, new_card_id):
             yield
+
+    def _begin(self, statement: str) -> None:
+        """Start a transaction on a live connection (a broken one is replaced first)."""
+        try:
+            self.conn.ready().execute(statement)
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreError(f"{self.path}: {_reason(exc)}; try again") from None
 
     def _rollback(self) -> None:
         with suppress(psycopg.Error):
